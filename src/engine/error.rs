@@ -1,0 +1,61 @@
+//! Typed engine errors. Every variant says what went wrong and, where the user can act, how to fix it.
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    #[error("cannot connect to {endpoint}: {source}")]
+    Connect {
+        endpoint: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("{context}: {source}")]
+    Sql {
+        context: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("server configuration refused: {0}")]
+    ServerConfig(String),
+    #[error("table {table} is not supported: {reason}")]
+    UnsupportedTable { table: String, reason: String },
+    #[error("table {0} does not exist")]
+    TableNotFound(String),
+    #[error("binlog stream: {0}")]
+    Stream(String),
+    #[error(
+        "binlog stream failed at {position} and could not reconnect after {attempts} attempts: {last_error}"
+    )]
+    StreamGaveUp {
+        position: String,
+        attempts: u32,
+        last_error: String,
+    },
+    #[error("cannot decode column `{column}` of {table}: {reason}")]
+    Decode {
+        table: String,
+        column: String,
+        reason: String,
+    },
+    #[error("table {table} changed while it was being followed: {reason}")]
+    SchemaChanged { table: String, reason: String },
+    #[error("invalid position {input:?}: {reason}")]
+    InvalidPosition { input: String, reason: String },
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Attaches a human context to a mysql_async error.
+pub trait SqlContext<T> {
+    fn sql_context(self, context: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> SqlContext<T> for std::result::Result<T, mysql_async::Error> {
+    fn sql_context(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| EngineError::Sql {
+            context: context(),
+            source,
+        })
+    }
+}

@@ -1,0 +1,59 @@
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Online, triggerless schema migrations for MySQL and MariaDB.
+#[derive(Parser)]
+#[command(name = "ghost", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one migration from the command line, with gh-ost's flags.
+    Migrate {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
+    /// Run the engine for one SchemaMigration resource (inside the Job's pod).
+    Engine {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
+    /// Run the Kubernetes controller.
+    Operator {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
+    /// Talk to a running migration (status, throttle, unpostpone, panic, ...).
+    Ctl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
+    /// Print the SchemaMigration CustomResourceDefinition as YAML.
+    Crd,
+    /// Print the version.
+    Version,
+}
+
+fn not_implemented(what: &str) -> ExitCode {
+    eprintln!("ghost {what}: not implemented yet in this build");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("ghost {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Migrate { .. } => not_implemented("migrate"),
+        Command::Engine { .. } => not_implemented("engine"),
+        Command::Operator { .. } => not_implemented("operator"),
+        Command::Ctl { .. } => not_implemented("ctl"),
+        Command::Crd => not_implemented("crd"),
+    }
+}

@@ -1,0 +1,78 @@
+//! Statement shapes for applying row changes to the ghost table. Values are always `?`-bound;
+//! each column carries its own placeholder expression (see `ColumnSchema::placeholder`).
+
+use super::quote_ident;
+
+/// A column to write or match: its name in the target table and the placeholder for its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColumnSlot {
+    pub name: String,
+    pub placeholder: String,
+}
+
+/// `REPLACE INTO t (a, b) VALUES (?, ?)`: an insert that wins over a row the copier already wrote.
+pub fn replace_into(table: &str, columns: &[ColumnSlot]) -> String {
+    let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let values: Vec<&str> = columns.iter().map(|c| c.placeholder.as_str()).collect();
+    format!(
+        "REPLACE INTO {table} ({}) VALUES ({})",
+        names.join(", "),
+        values.join(", ")
+    )
+}
+
+/// `DELETE FROM t WHERE a <=> ? AND b <=> ?`
+pub fn delete_by_key(table: &str, key: &[ColumnSlot]) -> String {
+    format!("DELETE FROM {table} WHERE {}", key_condition(key))
+}
+
+/// `UPDATE t SET a = ?, b = ? WHERE k <=> ?`
+pub fn update_by_key(table: &str, set: &[ColumnSlot], key: &[ColumnSlot]) -> String {
+    let assignments: Vec<String> = set
+        .iter()
+        .map(|c| format!("{} = {}", quote_ident(&c.name), c.placeholder))
+        .collect();
+    format!(
+        "UPDATE {table} SET {} WHERE {}",
+        assignments.join(", "),
+        key_condition(key)
+    )
+}
+
+/// Null-safe equality on every key column, so a nullable unique key still matches its row.
+fn key_condition(key: &[ColumnSlot]) -> String {
+    key.iter()
+        .map(|c| format!("{} <=> {}", quote_ident(&c.name), c.placeholder))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(name: &str, placeholder: &str) -> ColumnSlot {
+        ColumnSlot {
+            name: name.into(),
+            placeholder: placeholder.into(),
+        }
+    }
+
+    #[test]
+    fn builds_the_three_shapes() {
+        let cols = [slot("id", "?"), slot("na`me", "CONVERT(? USING latin1)")];
+        let key = [slot("id", "?")];
+        assert_eq!(
+            replace_into("`d`.`t`", &cols),
+            "REPLACE INTO `d`.`t` (`id`, `na``me`) VALUES (?, CONVERT(? USING latin1))"
+        );
+        assert_eq!(
+            delete_by_key("`d`.`t`", &key),
+            "DELETE FROM `d`.`t` WHERE `id` <=> ?"
+        );
+        assert_eq!(
+            update_by_key("`d`.`t`", &cols, &[slot("a", "?"), slot("b", "?")]),
+            "UPDATE `d`.`t` SET `id` = ?, `na``me` = CONVERT(? USING latin1) WHERE `a` <=> ? AND `b` <=> ?"
+        );
+    }
+}
