@@ -161,19 +161,10 @@ async fn every_column_type_round_trips_through_the_binlog() {
     prepare_apply_session(&mut applier, true)
         .await
         .expect("prepare apply session");
-    let column_map: Vec<(String, String)> = table
-        .columns
-        .iter()
-        .map(|c| (c.name.clone(), c.name.clone()))
-        .collect();
-    let plan = ApplyPlan::new(
-        &table,
-        &schema.name,
-        "copy",
-        &column_map,
-        &["id".to_string()],
-    )
-    .expect("apply plan");
+    let copy_table = TableSchema::load(&mut engine_conn, &schema.name, "copy")
+        .await
+        .expect("load copy schema");
+    let plan = ApplyPlan::identity(&table, &copy_table, &["id".to_string()]).expect("apply plan");
 
     let (mut inserts, mut updates, mut deletes, mut key_moves) = (0, 0, 0, 0);
     loop {

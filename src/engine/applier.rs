@@ -1,29 +1,106 @@
-//! Turns row changes from the streamer into statements on the target (ghost) table.
+//! Turns row changes from the streamer into statements on the target (ghost) table, and applies
+//! them in batches, one transaction per batch.
 
 use mysql_async::{Conn, Value, prelude::Queryable};
 
+use super::copier::fail_on_warnings;
 use super::error::{EngineError, Result, SqlContext};
-use super::schema::TableSchema;
+use super::schema::{ColumnKind, ColumnSchema, TableSchema};
 use super::streamer::{ChangeKind, RowChange};
-use crate::sql::dml::{ColumnSlot, delete_by_key, replace_into, update_by_key};
-use crate::sql::qualified;
+use crate::sql::dml::{ColumnSlot, delete_by_key, insert_ignore_into, update_by_key};
+use crate::sql::{is_bare_word, qualified, quote_literal};
 
-/// Prepares a session to write binlog-decoded values: raw bytes for text (each placeholder
-/// reinterprets them in the column's charset), UTC for TIMESTAMP, an explicit 0 kept in an
-/// AUTO_INCREMENT column, and zero dates accepted when the user allowed them (gh-ost's
+/// Session settings shared by the copy and apply sessions: an explicit 0 stays in an
+/// AUTO_INCREMENT column, strict mode unless disabled, zero dates when allowed (gh-ost's
 /// `--allow-zero-in-date`).
-pub async fn prepare_apply_session(conn: &mut Conn, allow_zero_in_date: bool) -> Result<()> {
-    let sql_mode = if allow_zero_in_date {
+pub fn sql_mode_expression(allow_zero_in_date: bool, strict: bool) -> String {
+    let base = if allow_zero_in_date {
         "REPLACE(REPLACE(@@session.sql_mode, 'NO_ZERO_IN_DATE', ''), 'NO_ZERO_DATE', '')"
     } else {
         "@@session.sql_mode"
     };
+    let extra = if strict {
+        "'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES'"
+    } else {
+        "'NO_AUTO_VALUE_ON_ZERO'"
+    };
+    format!("CONCAT_WS(',', {base}, {extra})")
+}
+
+/// Prepares a session to write binlog-decoded values: raw bytes for text (each placeholder
+/// reinterprets them in the column's charset), UTC for TIMESTAMP.
+pub async fn prepare_apply_session(conn: &mut Conn, allow_zero_in_date: bool) -> Result<()> {
+    prepare_apply_session_with(conn, allow_zero_in_date, false).await
+}
+
+pub async fn prepare_apply_session_with(
+    conn: &mut Conn,
+    allow_zero_in_date: bool,
+    strict: bool,
+) -> Result<()> {
     conn.query_drop(format!(
-        "SET NAMES binary, time_zone = '+00:00', \
-         sql_mode = CONCAT_WS(',', {sql_mode}, 'NO_AUTO_VALUE_ON_ZERO')"
+        "SET NAMES binary, time_zone = '+00:00', sql_mode = {}",
+        sql_mode_expression(allow_zero_in_date, strict)
     ))
     .await
     .sql_context(|| "preparing the apply session".into())
+}
+
+/// The placeholder that turns a bound binlog value of `source` into the value the copy would have
+/// written into `target`.
+pub fn placeholder(source: &ColumnSchema, target: &ColumnSchema, time_zone: &str) -> String {
+    match (source.kind, target.kind) {
+        (ColumnKind::Text, _) => {
+            let Some(src_cs) = source.charset.as_deref().filter(|c| is_bare_word(c)) else {
+                return "?".into();
+            };
+            let value = format!("CONVERT(? USING {src_cs})");
+            text_in_target(value, src_cs, target)
+        }
+        // ENUM arrives as its index; a text column wants the member's name.
+        (ColumnKind::Enum, ColumnKind::Text) => match enum_members(&source.column_type) {
+            Some(members) => text_in_target(
+                format!("CONVERT(ELT(?, {members}) USING utf8mb4)"),
+                "utf8mb4",
+                target,
+            ),
+            None => "?".into(),
+        },
+        // The copy ran in the server's time zone, so a DATETIME became TIMESTAMP in that zone.
+        (ColumnKind::DateTime { .. }, ColumnKind::Timestamp { .. }) => {
+            format!("CONVERT_TZ(?, {}, '+00:00')", quote_literal(time_zone))
+        }
+        (ColumnKind::Json, _) | (_, ColumnKind::Json) => {
+            "CAST(CONVERT(? USING utf8mb4) AS JSON)".into()
+        }
+        _ => "?".into(),
+    }
+}
+
+/// Converts a text expression in `source_charset` to the target column's charset and collation,
+/// so it compares and assigns exactly like the target's own values.
+fn text_in_target(value: String, source_charset: &str, target: &ColumnSchema) -> String {
+    match (
+        &target.kind,
+        target.charset.as_deref(),
+        target.collation.as_deref(),
+    ) {
+        (ColumnKind::Text, Some(cs), Some(coll)) if is_bare_word(cs) && is_bare_word(coll) => {
+            if cs.eq_ignore_ascii_case(source_charset) {
+                format!("{value} COLLATE {coll}")
+            } else {
+                format!("CONVERT({value} USING {cs}) COLLATE {coll}")
+            }
+        }
+        _ => value,
+    }
+}
+
+/// `enum('a','b')` -> `'a','b'` (already quoted by the server).
+fn enum_members(column_type: &str) -> Option<String> {
+    let start = column_type.find('(')? + 1;
+    let end = column_type.rfind(')')?;
+    (end > start).then(|| column_type[start..end].to_string())
 }
 
 /// One statement with its bound values.
@@ -33,62 +110,66 @@ pub struct Statement {
     pub params: Vec<Value>,
 }
 
-/// How changes of one source table map onto a target table: which source columns are written, under
-/// which target names, and which identify a row.
+/// How changes of one source table map onto a target table: which source columns are written,
+/// under which target names, and which identify a row.
 #[derive(Clone, Debug)]
 pub struct ApplyPlan {
     written: Vec<usize>,
     key: Vec<usize>,
-    replace_sql: String,
+    insert_sql: String,
     delete_sql: String,
     update_sql: String,
 }
 
 impl ApplyPlan {
     /// `column_map` pairs source column names with target column names (shared columns only);
-    /// `key` names the source columns of the unique key shared by both tables.
+    /// `key` names the source columns of the unique key shared by both tables; `time_zone` is the
+    /// server's `@@global.time_zone` (the copy's zone).
     pub fn new(
         source: &TableSchema,
-        target_schema: &str,
-        target_table: &str,
+        target: &TableSchema,
         column_map: &[(String, String)],
         key: &[String],
+        time_zone: &str,
     ) -> Result<Self> {
-        let target = qualified(target_schema, target_table);
-        let lookup = |name: &str| {
-            source
+        let target_name = qualified(&target.schema, &target.name);
+        let find = |table: &TableSchema, name: &str| {
+            table
                 .column_index(name)
                 .ok_or_else(|| EngineError::UnsupportedTable {
-                    table: source.qualified_name(),
+                    table: table.qualified_name(),
                     reason: format!("column `{name}` is not in the table"),
                 })
+        };
+        let target_of = |source_name: &str| {
+            column_map
+                .iter()
+                .find(|(s, _)| s.eq_ignore_ascii_case(source_name))
+                .map(|(_, t)| t.clone())
         };
         let mut written = Vec::new();
         let mut slots = Vec::new();
         for (source_name, target_name) in column_map {
-            let index = lookup(source_name)?;
-            if source.columns[index].generated {
+            let s = find(source, source_name)?;
+            let t = find(target, target_name)?;
+            if source.columns[s].generated || target.columns[t].generated {
                 continue;
             }
-            written.push(index);
+            written.push(s);
             slots.push(ColumnSlot {
-                name: target_name.clone(),
-                placeholder: source.columns[index].placeholder(),
+                name: target.columns[t].name.clone(),
+                placeholder: placeholder(&source.columns[s], &target.columns[t], time_zone),
             });
         }
         let mut key_indexes = Vec::new();
         let mut key_slots = Vec::new();
         for name in key {
-            let index = lookup(name)?;
-            let target_name = column_map
-                .iter()
-                .find(|(s, _)| s.eq_ignore_ascii_case(name))
-                .map(|(_, t)| t.clone())
-                .unwrap_or_else(|| name.clone());
-            key_indexes.push(index);
+            let s = find(source, name)?;
+            let t = find(target, &target_of(name).unwrap_or_else(|| name.clone()))?;
+            key_indexes.push(s);
             key_slots.push(ColumnSlot {
-                name: target_name,
-                placeholder: source.columns[index].placeholder(),
+                name: target.columns[t].name.clone(),
+                placeholder: placeholder(&source.columns[s], &target.columns[t], time_zone),
             });
         }
         if key_indexes.is_empty() {
@@ -98,16 +179,26 @@ impl ApplyPlan {
             });
         }
         Ok(Self {
-            replace_sql: replace_into(&target, &slots),
-            delete_sql: delete_by_key(&target, &key_slots),
-            update_sql: update_by_key(&target, &slots, &key_slots),
+            insert_sql: insert_ignore_into(&target_name, &slots),
+            delete_sql: delete_by_key(&target_name, &key_slots),
+            update_sql: update_by_key(&target_name, &slots, &key_slots),
             written,
             key: key_indexes,
         })
     }
 
+    /// A plan onto a table with the same definition (identity column map).
+    pub fn identity(source: &TableSchema, target: &TableSchema, key: &[String]) -> Result<Self> {
+        let map: Vec<(String, String)> = source
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.name.clone()))
+            .collect();
+        Self::new(source, target, &map, key, "SYSTEM")
+    }
+
     /// The statements that apply `change` to the target. An update that moves the key becomes a
-    /// delete of the old key plus a replace of the new row.
+    /// delete of the old key plus an insert of the new row.
     pub fn statements(&self, change: &RowChange) -> Result<Vec<Statement>> {
         fn image<'a>(
             change: &RowChange,
@@ -128,7 +219,7 @@ impl ApplyPlan {
             ChangeKind::Insert => {
                 let after = image(change, &change.after, "after")?;
                 vec![Statement {
-                    sql: self.replace_sql.clone(),
+                    sql: self.insert_sql.clone(),
                     params: pick(after, &self.written),
                 }]
             }
@@ -157,7 +248,7 @@ impl ApplyPlan {
                             params: old_key,
                         },
                         Statement {
-                            sql: self.replace_sql.clone(),
+                            sql: self.insert_sql.clone(),
                             params: pick(after, &self.written),
                         },
                     ]
@@ -174,5 +265,123 @@ impl ApplyPlan {
                 .sql_context(|| format!("applying {:?} at {}", change.kind, change.event_end))?;
         }
         Ok(())
+    }
+
+    /// Applies a batch of changes in one transaction. With `check_warnings` (the ghost table's
+    /// migration key name), a warning other than a duplicate on that key fails the batch.
+    pub async fn apply_batch(
+        &self,
+        conn: &mut Conn,
+        changes: &[RowChange],
+        check_warnings: Option<&str>,
+    ) -> Result<()> {
+        let mut statements = Vec::with_capacity(changes.len());
+        for change in changes {
+            statements.extend(self.statements(change)?);
+        }
+        conn.query_drop("START TRANSACTION")
+            .await
+            .sql_context(|| "starting an apply transaction".into())?;
+        let total = statements.len();
+        let outcome = async {
+            for (i, statement) in statements.into_iter().enumerate() {
+                conn.exec_drop(&statement.sql, statement.params)
+                    .await
+                    .sql_context(|| format!("applying statement {} of {total}", i + 1))?;
+                if let Some(key) = check_warnings {
+                    fail_on_warnings(conn, key, &format!("statement {} of {total}", i + 1)).await?;
+                }
+            }
+            Ok::<(), EngineError>(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => conn
+                .query_drop("COMMIT")
+                .await
+                .sql_context(|| "committing an apply transaction".into()),
+            Err(e) => {
+                let _ = conn.query_drop("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::schema::classify;
+
+    fn col(
+        name: &str,
+        data_type: &str,
+        column_type: &str,
+        charset: Option<&str>,
+        collation: Option<&str>,
+    ) -> ColumnSchema {
+        ColumnSchema {
+            name: name.into(),
+            data_type: data_type.into(),
+            column_type: column_type.into(),
+            kind: classify(data_type, column_type, None, Some(0)),
+            nullable: true,
+            charset: charset.map(str::to_string),
+            collation: collation.map(str::to_string),
+            generated: false,
+        }
+    }
+
+    #[test]
+    fn placeholders_follow_source_and_target() {
+        let latin = col(
+            "t",
+            "varchar",
+            "varchar(10)",
+            Some("latin1"),
+            Some("latin1_swedish_ci"),
+        );
+        let utf = col(
+            "t",
+            "varchar",
+            "varchar(10)",
+            Some("utf8mb4"),
+            Some("utf8mb4_general_ci"),
+        );
+        assert_eq!(
+            placeholder(&latin, &latin, "SYSTEM"),
+            "CONVERT(? USING latin1) COLLATE latin1_swedish_ci"
+        );
+        assert_eq!(
+            placeholder(&latin, &utf, "SYSTEM"),
+            "CONVERT(CONVERT(? USING latin1) USING utf8mb4) COLLATE utf8mb4_general_ci"
+        );
+        let en = col(
+            "e",
+            "enum",
+            "enum('a','b,c')",
+            Some("utf8mb4"),
+            Some("utf8mb4_general_ci"),
+        );
+        assert_eq!(
+            placeholder(&en, &utf, "SYSTEM"),
+            "CONVERT(ELT(?, 'a','b,c') USING utf8mb4) COLLATE utf8mb4_general_ci"
+        );
+        let dt = col("d", "datetime", "datetime", None, None);
+        let ts = col("d", "timestamp", "timestamp", None, None);
+        assert_eq!(
+            placeholder(&dt, &ts, "SYSTEM"),
+            "CONVERT_TZ(?, 'SYSTEM', '+00:00')"
+        );
+        assert_eq!(placeholder(&dt, &dt, "SYSTEM"), "?");
+    }
+
+    #[test]
+    fn sql_mode_keeps_zero_and_strictness() {
+        assert_eq!(
+            sql_mode_expression(false, true),
+            "CONCAT_WS(',', @@session.sql_mode, 'NO_AUTO_VALUE_ON_ZERO,STRICT_ALL_TABLES')"
+        );
+        assert!(sql_mode_expression(true, false).contains("REPLACE(REPLACE("));
     }
 }

@@ -40,6 +40,20 @@ pub enum EngineError {
     },
     #[error("table {table} changed while it was being followed: {reason}")]
     SchemaChanged { table: String, reason: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error("warnings detected: {0}")]
+    Warnings(String),
+    #[error("cut-over failed: {0}")]
+    CutOver(String),
+    #[error("migration cancelled: {0}")]
+    Cancelled(String),
+    #[error("{what} failed after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        what: String,
+        attempts: u32,
+        last: String,
+    },
     #[error("invalid position {input:?}: {reason}")]
     InvalidPosition { input: String, reason: String },
 }

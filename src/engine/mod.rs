@@ -1,11 +1,21 @@
 //! The migration engine. It knows nothing of Kubernetes or sockets: controls come in and progress
 //! goes out through plain channels (DESIGN §1).
 
+pub mod alter;
 pub mod applier;
+pub mod changelog;
+pub mod config;
 pub mod conn;
+pub mod controls;
+pub mod copier;
+pub mod cutover;
 pub mod dialect;
 pub mod error;
+pub mod inspector;
+pub mod migration;
+pub mod names;
 pub mod position;
+pub mod progress;
 pub mod schema;
 pub mod streamer;
 pub mod values;

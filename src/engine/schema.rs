@@ -4,7 +4,7 @@
 use mysql_async::{Conn, prelude::Queryable};
 
 use super::error::{EngineError, Result, SqlContext};
-use crate::sql::{is_bare_word, qualified};
+use crate::sql::qualified;
 
 /// What the engine needs to know to turn a binlog value back into the identical stored value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,22 +60,6 @@ pub struct ColumnSchema {
     pub collation: Option<String>,
     /// VIRTUAL or STORED generated column: never written by the engine.
     pub generated: bool,
-}
-
-impl ColumnSchema {
-    /// The SQL placeholder that turns a bound value into this column's value. Text is sent as raw
-    /// bytes on a `binary` connection and reinterpreted in the column's own charset, so no byte is
-    /// converted on the way.
-    pub fn placeholder(&self) -> String {
-        match (self.kind, &self.charset, &self.collation) {
-            (ColumnKind::Text, Some(cs), Some(coll)) if is_bare_word(cs) && is_bare_word(coll) => {
-                format!("CONVERT(? USING {cs}) COLLATE {coll}")
-            }
-            (ColumnKind::Text, Some(cs), _) if is_bare_word(cs) => format!("CONVERT(? USING {cs})"),
-            (ColumnKind::Json, _, _) => "CAST(CONVERT(? USING utf8mb4) AS JSON)".to_string(),
-            _ => "?".to_string(),
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -255,29 +239,5 @@ mod tests {
             ColumnKind::Text
         );
         assert_eq!(classify("point", "point", None, None), ColumnKind::Geometry);
-    }
-
-    #[test]
-    fn text_placeholders_reinterpret_in_the_column_charset() {
-        let col = ColumnSchema {
-            name: "n".into(),
-            data_type: "varchar".into(),
-            column_type: "varchar(10)".into(),
-            kind: ColumnKind::Text,
-            nullable: true,
-            charset: Some("latin1".into()),
-            collation: Some("latin1_swedish_ci".into()),
-            generated: false,
-        };
-        assert_eq!(
-            col.placeholder(),
-            "CONVERT(? USING latin1) COLLATE latin1_swedish_ci"
-        );
-        let hostile = ColumnSchema {
-            charset: Some("latin1) x".into()),
-            collation: None,
-            ..col
-        };
-        assert_eq!(hostile.placeholder(), "?");
     }
 }

@@ -10,12 +10,14 @@ pub struct ColumnSlot {
     pub placeholder: String,
 }
 
-/// `REPLACE INTO t (a, b) VALUES (?, ?)`: an insert that wins over a row the copier already wrote.
-pub fn replace_into(table: &str, columns: &[ColumnSlot]) -> String {
+/// `INSERT IGNORE INTO t (a, b) VALUES (?, ?)`. A row the copier already wrote is kept (later
+/// events bring it up to date); unlike REPLACE it never deletes a row that collides on another
+/// unique key, and the collision shows as a warning (gh-ost PR #1633).
+pub fn insert_ignore_into(table: &str, columns: &[ColumnSlot]) -> String {
     let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
     let values: Vec<&str> = columns.iter().map(|c| c.placeholder.as_str()).collect();
     format!(
-        "REPLACE INTO {table} ({}) VALUES ({})",
+        "INSERT IGNORE INTO {table} ({}) VALUES ({})",
         names.join(", "),
         values.join(", ")
     )
@@ -63,8 +65,8 @@ mod tests {
         let cols = [slot("id", "?"), slot("na`me", "CONVERT(? USING latin1)")];
         let key = [slot("id", "?")];
         assert_eq!(
-            replace_into("`d`.`t`", &cols),
-            "REPLACE INTO `d`.`t` (`id`, `na``me`) VALUES (?, CONVERT(? USING latin1))"
+            insert_ignore_into("`d`.`t`", &cols),
+            "INSERT IGNORE INTO `d`.`t` (`id`, `na``me`) VALUES (?, CONVERT(? USING latin1))"
         );
         assert_eq!(
             delete_by_key("`d`.`t`", &key),

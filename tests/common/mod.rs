@@ -79,6 +79,24 @@ impl TestSchema {
     pub fn admin_config(&self) -> ConnectionConfig {
         primary_admin().with_database(&self.name)
     }
+
+    /// A handle for tasks that must not own (and so drop) the schema.
+    pub fn reference(&self) -> TestSchemaRef {
+        TestSchemaRef {
+            name: self.name.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct TestSchemaRef {
+    pub name: String,
+}
+
+impl TestSchemaRef {
+    pub fn admin_config(&self) -> ConnectionConfig {
+        primary_admin().with_database(&self.name)
+    }
 }
 
 impl Drop for TestSchema {

@@ -1,0 +1,117 @@
+//! Everything one migration needs to know, independent of where it came from (gh-ost flags or a
+//! SchemaMigration resource).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::conn::ConnectionConfig;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutOverMode {
+    Atomic,
+    TwoStep,
+}
+
+/// Where the migration writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// Inspect a replica (or the primary with `allow_on_master`), write on the primary.
+    Normal,
+    /// Migrate on the replica, swap, swap back, leave replication stopped (gh-ost `--test-on-replica`).
+    TestOnReplica,
+    /// Migrate and cut over on the replica only.
+    MigrateOnReplica,
+}
+
+#[derive(Clone, Debug)]
+pub struct MigrationConfig {
+    /// The server to inspect and to read the binary log from (gh-ost `--host`).
+    pub inspector: ConnectionConfig,
+    /// The primary, when known (`--assume-master-host`); otherwise found from replication status.
+    pub primary: Option<ConnectionConfig>,
+    pub database: String,
+    pub table: String,
+    pub alter: String,
+    /// False: validate and rehearse (create, alter and drop the ghost table), change nothing.
+    pub execute: bool,
+    pub topology: Topology,
+    pub allow_on_master: bool,
+    pub assume_rbr: bool,
+    pub replica_server_id: u32,
+    pub exact_rowcount: bool,
+    pub default_retries: u32,
+    pub cut_over: CutOverMode,
+    pub cut_over_lock_timeout: Duration,
+    pub cut_over_exponential_backoff: bool,
+    pub exponential_backoff_max_interval: Duration,
+    pub initially_drop_ghost_table: bool,
+    pub initially_drop_old_table: bool,
+    pub ok_to_drop_table: bool,
+    pub timestamp_old_table: bool,
+    pub force_table_names: Option<String>,
+    pub allow_nullable_unique_key: bool,
+    pub allow_zero_in_date: bool,
+    pub approve_renamed_columns: bool,
+    pub skip_renamed_columns: bool,
+    pub discard_foreign_keys: bool,
+    pub skip_foreign_key_checks: bool,
+    pub attempt_instant_ddl: bool,
+    pub panic_on_warnings: bool,
+    pub skip_strict_mode: bool,
+    pub heartbeat_interval: Duration,
+    pub include_triggers: bool,
+    pub trigger_suffix: String,
+    pub remove_trigger_suffix_if_exists: bool,
+    pub analyze_ghost_table_before_cutover: bool,
+    pub throttle_flag_file: Option<PathBuf>,
+    pub throttle_additional_flag_file: Option<PathBuf>,
+    pub postpone_cut_over_flag_file: Option<PathBuf>,
+    pub panic_flag_file: Option<PathBuf>,
+}
+
+impl MigrationConfig {
+    /// Defaults as gh-ost's, for the given endpoint and change.
+    pub fn new(inspector: ConnectionConfig, database: &str, table: &str, alter: &str) -> Self {
+        Self {
+            inspector,
+            primary: None,
+            database: database.to_string(),
+            table: table.to_string(),
+            alter: alter.to_string(),
+            execute: false,
+            topology: Topology::Normal,
+            allow_on_master: false,
+            assume_rbr: false,
+            replica_server_id: 99999,
+            exact_rowcount: false,
+            default_retries: 60,
+            cut_over: CutOverMode::Atomic,
+            cut_over_lock_timeout: Duration::from_secs(3),
+            cut_over_exponential_backoff: false,
+            exponential_backoff_max_interval: Duration::from_secs(64),
+            initially_drop_ghost_table: false,
+            initially_drop_old_table: false,
+            ok_to_drop_table: false,
+            timestamp_old_table: false,
+            force_table_names: None,
+            allow_nullable_unique_key: false,
+            allow_zero_in_date: false,
+            approve_renamed_columns: false,
+            skip_renamed_columns: false,
+            discard_foreign_keys: false,
+            skip_foreign_key_checks: false,
+            attempt_instant_ddl: false,
+            panic_on_warnings: false,
+            skip_strict_mode: false,
+            heartbeat_interval: Duration::from_millis(100),
+            include_triggers: false,
+            trigger_suffix: String::new(),
+            remove_trigger_suffix_if_exists: false,
+            analyze_ghost_table_before_cutover: false,
+            throttle_flag_file: None,
+            throttle_additional_flag_file: None,
+            postpone_cut_over_flag_file: None,
+            panic_flag_file: None,
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Row copy: the table is walked in chunks along the shared unique key, each chunk copied with
+//! `INSERT IGNORE … SELECT … LOCK IN SHARE MODE` in one transaction. A chunk is a key range
+//! (lower bound exclusive or inclusive, upper bound inclusive), so ranges are disjoint and can be
+//! persisted and handed to several workers.
+
+use std::time::{Duration, Instant};
+
+use mysql_async::{Conn, Row, Value, prelude::Queryable};
+
+use super::error::{EngineError, Result, SqlContext};
+use crate::sql::{qualified, quote_ident};
+
+/// A key value: one value per key column.
+pub type KeyTuple = Vec<Value>;
+
+/// Builds `(k1, k2) <op> (?, ?)` in the index-friendly expanded form gh-ost uses:
+/// `(k1 > ?) OR (k1 = ? AND k2 > ?)` [`OR (k1 = ? AND k2 = ?)` when inclusive].
+pub fn tuple_comparison(
+    columns: &[String],
+    greater: bool,
+    inclusive: bool,
+) -> (String, Vec<usize>) {
+    let op = if greater { ">" } else { "<" };
+    let mut terms = Vec::new();
+    let mut param_order = Vec::new();
+    for i in 0..columns.len() {
+        let mut parts = Vec::new();
+        for (j, col) in columns.iter().enumerate().take(i) {
+            parts.push(format!("{} = ?", quote_ident(col)));
+            param_order.push(j);
+        }
+        parts.push(format!("{} {op} ?", quote_ident(&columns[i])));
+        param_order.push(i);
+        terms.push(format!("({})", parts.join(" AND ")));
+    }
+    if inclusive {
+        let eq: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                param_order.push(j);
+                format!("{} = ?", quote_ident(c))
+            })
+            .collect();
+        terms.push(format!("({})", eq.join(" AND ")));
+    }
+    (format!("({})", terms.join(" OR ")), param_order)
+}
+
+fn bind(order: &[usize], values: &[Value]) -> Vec<Value> {
+    order.iter().map(|&i| values[i].clone()).collect()
+}
+
+/// The copy plan for one table: what is selected, inserted, and along which key.
+#[derive(Clone, Debug)]
+pub struct Copier {
+    source: String,
+    ghost: String,
+    key_name: String,
+    key_columns: Vec<String>,
+    source_columns: Vec<String>,
+    ghost_columns: Vec<String>,
+    share_lock: &'static str,
+}
+
+/// The result of one chunk.
+#[derive(Clone, Debug)]
+pub struct ChunkResult {
+    pub upper: KeyTuple,
+    pub rows: u64,
+    pub elapsed: Duration,
+}
+
+impl Copier {
+    pub fn new(
+        schema: &str,
+        source_table: &str,
+        ghost_table: &str,
+        key_name: &str,
+        key_columns: Vec<String>,
+        column_map: &[(String, String)],
+        share_lock: &'static str,
+    ) -> Self {
+        Self {
+            source: qualified(schema, source_table),
+            ghost: qualified(schema, ghost_table),
+            key_name: key_name.to_string(),
+            key_columns,
+            source_columns: column_map.iter().map(|(s, _)| s.clone()).collect(),
+            ghost_columns: column_map.iter().map(|(_, g)| g.clone()).collect(),
+            share_lock,
+        }
+    }
+
+    fn key_list(&self, desc: bool) -> String {
+        self.key_columns
+            .iter()
+            .map(|c| format!("{}{}", quote_ident(c), if desc { " DESC" } else { "" }))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn select_key(&self) -> String {
+        self.key_columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Smallest and largest key, or None for an empty table.
+    pub async fn key_range(&self, conn: &mut Conn) -> Result<Option<(KeyTuple, KeyTuple)>> {
+        let mut bounds = Vec::new();
+        for desc in [false, true] {
+            let row: Option<Row> = conn
+                .exec_first(
+                    format!(
+                        "SELECT {} FROM {} FORCE INDEX ({}) ORDER BY {} LIMIT 1",
+                        self.select_key(),
+                        self.source,
+                        quote_ident(&self.key_name),
+                        self.key_list(desc)
+                    ),
+                    (),
+                )
+                .await
+                .sql_context(|| format!("reading the key range of {}", self.source))?;
+            match row {
+                Some(row) => bounds.push(row.unwrap()),
+                None => return Ok(None),
+            }
+        }
+        let max = bounds.pop().unwrap_or_default();
+        let min = bounds.pop().unwrap_or_default();
+        Ok(Some((min, max)))
+    }
+
+    /// The chunk after `lower` (exclusive; inclusive when `first`), at most `chunk_size` rows,
+    /// not past `max`. None when no row is left.
+    pub async fn next_chunk_end(
+        &self,
+        conn: &mut Conn,
+        lower: &KeyTuple,
+        first: bool,
+        max: &KeyTuple,
+        chunk_size: u64,
+    ) -> Result<Option<KeyTuple>> {
+        let (lower_cond, lower_order) = tuple_comparison(&self.key_columns, true, first);
+        let (upper_cond, upper_order) = tuple_comparison(&self.key_columns, false, true);
+        let mut params = bind(&lower_order, lower);
+        params.extend(bind(&upper_order, max));
+        let offset_sql = format!(
+            "SELECT {} FROM {} FORCE INDEX ({}) WHERE {lower_cond} AND {upper_cond} ORDER BY {} LIMIT 1 OFFSET {}",
+            self.select_key(),
+            self.source,
+            quote_ident(&self.key_name),
+            self.key_list(false),
+            chunk_size.saturating_sub(1)
+        );
+        let row: Option<Row> = conn
+            .exec_first(offset_sql, params.clone())
+            .await
+            .sql_context(|| format!("finding the next chunk of {}", self.source))?;
+        if let Some(row) = row {
+            return Ok(Some(row.unwrap()));
+        }
+        // The last, partial chunk: the largest key among the remaining rows.
+        let tail_sql = format!(
+            "SELECT {key} FROM (SELECT {key} FROM {} FORCE INDEX ({}) WHERE {lower_cond} AND {upper_cond} \
+             ORDER BY {} LIMIT {chunk_size}) AS chunk ORDER BY {} LIMIT 1",
+            self.source,
+            quote_ident(&self.key_name),
+            self.key_list(false),
+            self.key_list(true),
+            key = self.select_key(),
+        );
+        let row: Option<Row> = conn
+            .exec_first(tail_sql, params)
+            .await
+            .sql_context(|| format!("finding the last chunk of {}", self.source))?;
+        Ok(row.map(Row::unwrap))
+    }
+
+    /// Copies the rows with key in (`lower`, `upper`] ([`lower`, `upper`] when `first`) in one
+    /// transaction. With `check_warnings`, any warning other than a duplicate on the migration key
+    /// fails the chunk (gh-ost's `--panic-on-warnings`).
+    pub async fn copy_chunk(
+        &self,
+        conn: &mut Conn,
+        lower: &KeyTuple,
+        first: bool,
+        upper: &KeyTuple,
+        check_warnings: Option<&str>,
+    ) -> Result<ChunkResult> {
+        let started = Instant::now();
+        let (lower_cond, lower_order) = tuple_comparison(&self.key_columns, true, first);
+        let (upper_cond, upper_order) = tuple_comparison(&self.key_columns, false, true);
+        let mut params = bind(&lower_order, lower);
+        params.extend(bind(&upper_order, upper));
+        let insert = format!(
+            "INSERT IGNORE INTO {} ({}) SELECT {} FROM {} FORCE INDEX ({}) WHERE {lower_cond} AND {upper_cond} {}",
+            self.ghost,
+            self.ghost_columns
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.source_columns
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.source,
+            quote_ident(&self.key_name),
+            self.share_lock
+        );
+        conn.query_drop("START TRANSACTION")
+            .await
+            .sql_context(|| "starting a copy transaction".into())?;
+        let outcome = async {
+            conn.exec_drop(&insert, params)
+                .await
+                .sql_context(|| format!("copying a chunk of {}", self.source))?;
+            let rows = conn.affected_rows();
+            if let Some(ghost_key) = check_warnings {
+                fail_on_warnings(conn, ghost_key, "row copy").await?;
+            }
+            Ok::<u64, EngineError>(rows)
+        }
+        .await;
+        match outcome {
+            Ok(rows) => {
+                conn.query_drop("COMMIT")
+                    .await
+                    .sql_context(|| "committing a copy transaction".into())?;
+                Ok(ChunkResult {
+                    upper: upper.clone(),
+                    rows,
+                    elapsed: started.elapsed(),
+                })
+            }
+            Err(e) => {
+                // Best effort: the transaction is abandoned either way.
+                let _ = conn.query_drop("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// `SHOW WARNINGS` after a statement: duplicates on the migration key are expected (the copy and
+/// the binlog both write a row); anything else means data would change.
+pub async fn fail_on_warnings(conn: &mut Conn, migration_key: &str, what: &str) -> Result<()> {
+    let warnings: Vec<(String, u32, String)> = conn
+        .query("SHOW WARNINGS")
+        .await
+        .sql_context(|| "reading warnings".into())?;
+    for (_level, code, message) in warnings {
+        if is_migration_key_duplicate(&message, migration_key) {
+            continue;
+        }
+        return Err(EngineError::Warnings(format!(
+            "{what}: warning {code}: {message} (--panic-on-warnings)"
+        )));
+    }
+    Ok(())
+}
+
+/// `Duplicate entry '…' for key 'PRIMARY'` or, on MySQL 8.0.19+, `… for key '_t_gho.PRIMARY'`.
+pub fn is_migration_key_duplicate(message: &str, migration_key: &str) -> bool {
+    if !message.starts_with("Duplicate entry") {
+        return false;
+    }
+    let Some(pos) = message.rfind("for key '") else {
+        return false;
+    };
+    let key = message[pos + 9..].trim_end_matches('\'');
+    let key = key.rsplit('.').next().unwrap_or(key);
+    key == migration_key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_tuple_comparisons() {
+        let cols = vec!["a".to_string(), "b".to_string()];
+        let (sql, order) = tuple_comparison(&cols, true, false);
+        assert_eq!(sql, "((`a` > ?) OR (`a` = ? AND `b` > ?))");
+        assert_eq!(order, vec![0, 0, 1]);
+        let (sql, order) = tuple_comparison(&cols, false, true);
+        assert_eq!(
+            sql,
+            "((`a` < ?) OR (`a` = ? AND `b` < ?) OR (`a` = ? AND `b` = ?))"
+        );
+        assert_eq!(order, vec![0, 0, 1, 0, 1]);
+        let (sql, _) = tuple_comparison(&["id".to_string()], true, true);
+        assert_eq!(sql, "((`id` > ?) OR (`id` = ?))");
+    }
+
+    #[test]
+    fn recognises_duplicates_on_the_migration_key() {
+        assert!(is_migration_key_duplicate(
+            "Duplicate entry '5' for key 'PRIMARY'",
+            "PRIMARY"
+        ));
+        assert!(is_migration_key_duplicate(
+            "Duplicate entry '5' for key '_t_gho.PRIMARY'",
+            "PRIMARY"
+        ));
+        assert!(!is_migration_key_duplicate(
+            "Duplicate entry 'x' for key 'uk_name'",
+            "PRIMARY"
+        ));
+        assert!(!is_migration_key_duplicate(
+            "Data truncated for column 'a' at row 1",
+            "PRIMARY"
+        ));
+    }
+}

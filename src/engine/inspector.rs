@@ -1,0 +1,426 @@
+//! Reads what the migration must know about the server and the table before anything is created,
+//! and refuses what cannot be migrated safely. Every refusal names the cause and the fix.
+
+use std::collections::BTreeSet;
+
+use mysql_async::{Conn, prelude::Queryable};
+
+use super::error::{EngineError, Result, SqlContext};
+use super::schema::{ColumnKind, TableSchema};
+use crate::sql::qualified;
+
+/// A PRIMARY or UNIQUE key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UniqueKey {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub has_nullable: bool,
+}
+
+impl UniqueKey {
+    pub fn is_primary(&self) -> bool {
+        self.name == "PRIMARY"
+    }
+}
+
+/// Trigger definitions, for `--include-triggers`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Trigger {
+    pub name: String,
+    pub event: String,
+    pub timing: String,
+    pub statement: String,
+}
+
+pub async fn table_kind(conn: &mut Conn, schema: &str, table: &str) -> Result<(String, String)> {
+    let row: Option<(String, Option<String>)> = conn
+        .exec_first(
+            "SELECT TABLE_TYPE, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (schema, table),
+        )
+        .await
+        .sql_context(|| format!("looking up {}", qualified(schema, table)))?;
+    let (kind, engine) = row.ok_or_else(|| EngineError::TableNotFound(qualified(schema, table)))?;
+    if kind.eq_ignore_ascii_case("VIEW") {
+        return Err(EngineError::UnsupportedTable {
+            table: qualified(schema, table),
+            reason: "it is a VIEW; migrate the base table instead".into(),
+        });
+    }
+    Ok((kind, engine.unwrap_or_else(|| "InnoDB".into())))
+}
+
+pub async fn table_exists(conn: &mut Conn, schema: &str, table: &str) -> Result<bool> {
+    let n: Option<u64> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (schema, table),
+        )
+        .await
+        .sql_context(|| format!("looking up {}", qualified(schema, table)))?;
+    Ok(n.unwrap_or(0) > 0)
+}
+
+pub async fn unique_keys(conn: &mut Conn, table: &TableSchema) -> Result<Vec<UniqueKey>> {
+    let rows: Vec<(String, String, Option<String>)> = conn
+        .exec(
+            "SELECT INDEX_NAME, COLUMN_NAME, NULLABLE FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
+             ORDER BY INDEX_NAME = 'PRIMARY' DESC, INDEX_NAME, SEQ_IN_INDEX",
+            (&table.schema, &table.name),
+        )
+        .await
+        .sql_context(|| format!("reading unique keys of {}", table.qualified_name()))?;
+    let mut keys: Vec<UniqueKey> = Vec::new();
+    for (index, column, nullable) in rows {
+        let nullable = nullable.is_some_and(|n| n.eq_ignore_ascii_case("YES"));
+        match keys.last_mut() {
+            Some(key) if key.name == index => {
+                key.columns.push(column);
+                key.has_nullable |= nullable;
+            }
+            _ => keys.push(UniqueKey {
+                name: index,
+                columns: vec![column],
+                has_nullable: nullable,
+            }),
+        }
+    }
+    Ok(keys)
+}
+
+/// gh-ost's choice of the key that identifies a row in both tables: an original unique key whose
+/// columns all sit in some unique key of the ghost table, preferring PRIMARY, then non-nullable
+/// keys, then non-character first columns, then small integer first columns, then fewer columns.
+/// Keys on FLOAT or JSON columns never qualify.
+pub fn choose_shared_key(
+    original: &TableSchema,
+    original_keys: &[UniqueKey],
+    ghost_keys: &[UniqueKey],
+    allow_nullable: bool,
+) -> Result<UniqueKey> {
+    if original_keys.is_empty() {
+        return Err(EngineError::UnsupportedTable {
+            table: original.qualified_name(),
+            reason: "no PRIMARY nor UNIQUE key found: add one (e.g. an AUTO_INCREMENT primary key) first".into(),
+        });
+    }
+    if ghost_keys.is_empty() {
+        return Err(EngineError::UnsupportedTable {
+            table: original.qualified_name(),
+            reason: "the ALTER leaves no PRIMARY nor UNIQUE key on the new table; keep one".into(),
+        });
+    }
+    let usable = |key: &UniqueKey| {
+        key.columns.iter().all(|c| {
+            original.column_index(c).is_some_and(|i| {
+                !matches!(
+                    original.columns[i].kind,
+                    ColumnKind::Float | ColumnKind::Json
+                ) && original.columns[i].data_type != "json"
+            })
+        })
+    };
+    let shared = |key: &UniqueKey| {
+        ghost_keys.iter().any(|g| {
+            let ghost_cols: BTreeSet<&str> = g.columns.iter().map(String::as_str).collect();
+            key.columns.iter().all(|c| ghost_cols.contains(c.as_str()))
+        })
+    };
+    let mut candidates: Vec<&UniqueKey> = original_keys
+        .iter()
+        .filter(|k| usable(k) && shared(k))
+        .collect();
+    let rank = |key: &UniqueKey| {
+        let first = key.columns.first().and_then(|c| original.column_index(c));
+        let first_has_charset = first.is_some_and(|i| original.columns[i].charset.is_some());
+        let width = match first.map(|i| original.columns[i].kind) {
+            Some(ColumnKind::Integer { bytes, .. }) => bytes,
+            _ => 9,
+        };
+        (
+            !key.is_primary(),
+            key.has_nullable,
+            first_has_charset,
+            width,
+            key.columns.len(),
+        )
+    };
+    candidates.sort_by_key(|k| rank(k));
+    let Some(best) = candidates.first() else {
+        return Err(EngineError::UnsupportedTable {
+            table: original.qualified_name(),
+            reason: "no shared unique key: the table and the ALTER's result have no unique key in common \
+                     (FLOAT and JSON keys do not count); keep a unique key's columns unchanged"
+                .into(),
+        });
+    };
+    if best.has_nullable && !allow_nullable {
+        return Err(EngineError::UnsupportedTable {
+            table: original.qualified_name(),
+            reason: format!(
+                "the only usable unique key `{}` has nullable columns, and NULLs make rows ambiguous; \
+                 make them NOT NULL or pass --allow-nullable-unique-key if no NULL is ever stored",
+                best.name
+            ),
+        });
+    }
+    Ok((*best).clone())
+}
+
+/// Foreign keys where the table is the child, and where it is the parent.
+pub async fn foreign_keys(conn: &mut Conn, schema: &str, table: &str) -> Result<(u64, u64)> {
+    let row: Option<(Option<u64>, Option<u64>)> = conn
+        .exec_first(
+            "SELECT \
+               SUM(TABLE_SCHEMA = ? AND TABLE_NAME = ?), \
+               SUM(REFERENCED_TABLE_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?) \
+             FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE REFERENCED_TABLE_NAME IS NOT NULL \
+               AND ((TABLE_SCHEMA = ? AND TABLE_NAME = ?) OR (REFERENCED_TABLE_SCHEMA = ? AND REFERENCED_TABLE_NAME = ?))",
+            (schema, table, schema, table, schema, table, schema, table),
+        )
+        .await
+        .sql_context(|| format!("reading foreign keys of {}", qualified(schema, table)))?;
+    let (child, parent) = row.unwrap_or_default();
+    Ok((child.unwrap_or(0), parent.unwrap_or(0)))
+}
+
+pub async fn triggers(conn: &mut Conn, schema: &str, table: &str) -> Result<Vec<Trigger>> {
+    let rows: Vec<(String, String, String, String)> = conn
+        .exec(
+            "SELECT TRIGGER_NAME, EVENT_MANIPULATION, ACTION_TIMING, ACTION_STATEMENT FROM information_schema.TRIGGERS \
+             WHERE EVENT_OBJECT_SCHEMA = ? AND EVENT_OBJECT_TABLE = ? ORDER BY ACTION_ORDER",
+            (schema, table),
+        )
+        .await
+        .sql_context(|| format!("reading triggers of {}", qualified(schema, table)))?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, event, timing, statement)| Trigger {
+            name,
+            event,
+            timing,
+            statement,
+        })
+        .collect())
+}
+
+/// Trigger names already used anywhere in the schema.
+pub async fn trigger_names_in_schema(conn: &mut Conn, schema: &str) -> Result<BTreeSet<String>> {
+    let names: Vec<String> = conn
+        .exec(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ?",
+            (schema,),
+        )
+        .await
+        .sql_context(|| "reading trigger names".into())?;
+    Ok(names.into_iter().collect())
+}
+
+pub async fn row_estimate(conn: &mut Conn, schema: &str, table: &str) -> Result<u64> {
+    let rows: Option<Option<u64>> = conn
+        .exec_first(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (schema, table),
+        )
+        .await
+        .sql_context(|| "reading the row estimate".into())?;
+    Ok(rows.flatten().unwrap_or(0))
+}
+
+pub async fn exact_row_count(conn: &mut Conn, schema: &str, table: &str) -> Result<u64> {
+    let n: Option<u64> = conn
+        .query_first(format!("SELECT COUNT(*) FROM {}", qualified(schema, table)))
+        .await
+        .sql_context(|| "counting rows".into())?;
+    Ok(n.unwrap_or(0))
+}
+
+/// The privileges the engine uses on the migrated schema.
+const TABLE_PRIVILEGES: [&str; 10] = [
+    "ALTER",
+    "CREATE",
+    "DELETE",
+    "DROP",
+    "INDEX",
+    "INSERT",
+    "LOCK TABLES",
+    "SELECT",
+    "TRIGGER",
+    "UPDATE",
+];
+
+/// Checks `SHOW GRANTS` the way gh-ost does; the error lists what is missing and the GRANT to run.
+pub async fn check_grants(conn: &mut Conn, schema: &str) -> Result<()> {
+    let grants: Vec<String> = conn
+        .query("SHOW GRANTS FOR CURRENT_USER()")
+        .await
+        .sql_context(|| "reading grants".into())?;
+    let missing = missing_privileges(&grants, schema);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::ServerConfig(format!(
+        "the user lacks {}: GRANT {} ON *.* (or ON `{schema}`.* for the table privileges) to it",
+        missing.join(", "),
+        missing.join(", ")
+    )))
+}
+
+/// Pure part of [`check_grants`].
+pub fn missing_privileges(grants: &[String], schema: &str) -> Vec<String> {
+    let mut global: BTreeSet<String> = BTreeSet::new();
+    let mut on_schema: BTreeSet<String> = BTreeSet::new();
+    for grant in grants {
+        let upper = grant.to_ascii_uppercase();
+        let Some(rest) = upper.strip_prefix("GRANT ") else {
+            continue;
+        };
+        let Some(on) = rest.find(" ON ") else {
+            continue;
+        };
+        let privileges: Vec<String> = rest[..on]
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .collect();
+        let target = rest[on + 4..].split(" TO ").next().unwrap_or("").trim();
+        let schema_target = format!("`{}`.*", schema.to_ascii_uppercase());
+        if target == "*.*" {
+            global.extend(privileges);
+        } else if target == schema_target {
+            on_schema.extend(privileges);
+        }
+    }
+    let has = |set: &BTreeSet<String>, p: &str| set.contains(p) || set.contains("ALL PRIVILEGES");
+    let mut missing = Vec::new();
+    if !has(&global, "REPLICATION SLAVE") {
+        missing.push("REPLICATION SLAVE".to_string());
+    }
+    if !["SUPER", "REPLICATION CLIENT", "BINLOG MONITOR"]
+        .iter()
+        .any(|p| has(&global, p))
+    {
+        missing.push("BINLOG MONITOR (REPLICATION CLIENT)".to_string());
+    }
+    for p in TABLE_PRIVILEGES {
+        if !has(&global, p) && !has(&on_schema, p) {
+            missing.push(p.to_string());
+        }
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::schema::{ColumnSchema, classify};
+
+    fn table(cols: &[(&str, &str, Option<&str>)]) -> TableSchema {
+        TableSchema {
+            schema: "d".into(),
+            name: "t".into(),
+            columns: cols
+                .iter()
+                .map(|(name, ty, charset)| ColumnSchema {
+                    name: name.to_string(),
+                    data_type: ty.to_string(),
+                    column_type: ty.to_string(),
+                    kind: classify(ty, ty, None, None),
+                    nullable: false,
+                    charset: charset.map(str::to_string),
+                    collation: None,
+                    generated: false,
+                })
+                .collect(),
+        }
+    }
+
+    fn key(name: &str, cols: &[&str], nullable: bool) -> UniqueKey {
+        UniqueKey {
+            name: name.into(),
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+            has_nullable: nullable,
+        }
+    }
+
+    #[test]
+    fn prefers_primary_then_non_nullable_then_integers() {
+        let t = table(&[
+            ("id", "int", None),
+            ("s", "varchar", Some("utf8mb4")),
+            ("b", "bigint", None),
+        ]);
+        let orig = [
+            key("uk_s", &["s"], false),
+            key("PRIMARY", &["id"], false),
+            key("uk_b", &["b"], false),
+        ];
+        let ghost = orig.clone();
+        assert_eq!(
+            choose_shared_key(&t, &orig, &ghost, false).unwrap().name,
+            "PRIMARY"
+        );
+        let no_pk = [key("uk_s", &["s"], false), key("uk_b", &["b"], false)];
+        assert_eq!(
+            choose_shared_key(&t, &no_pk, &no_pk, false).unwrap().name,
+            "uk_b"
+        );
+    }
+
+    #[test]
+    fn shared_means_subset_of_a_ghost_key() {
+        let t = table(&[("id", "int", None), ("i", "int", None)]);
+        let orig = [key("PRIMARY", &["id"], false)];
+        assert!(
+            choose_shared_key(&t, &orig, &[key("PRIMARY", &["id", "i"], false)], false).is_ok()
+        );
+        let err =
+            choose_shared_key(&t, &orig, &[key("PRIMARY", &["i"], false)], false).unwrap_err();
+        assert!(err.to_string().contains("no shared unique key"), "{err}");
+        // Case matters, as in gh-ost: `modify ID int` leaves no shared key.
+        assert!(choose_shared_key(&t, &orig, &[key("PRIMARY", &["ID"], false)], false).is_err());
+    }
+
+    #[test]
+    fn refuses_float_keys_missing_keys_and_nullable_keys() {
+        let t = table(&[("f", "float", None), ("n", "int", None)]);
+        let float_key = [key("uk_f", &["f"], false)];
+        assert!(choose_shared_key(&t, &float_key, &float_key, false).is_err());
+        let err = choose_shared_key(&t, &[], &float_key, false).unwrap_err();
+        assert!(
+            err.to_string().contains("no PRIMARY nor UNIQUE key"),
+            "{err}"
+        );
+        let nullable = [key("uk_n", &["n"], true)];
+        let err = choose_shared_key(&t, &nullable, &nullable, false).unwrap_err();
+        assert!(
+            err.to_string().contains("--allow-nullable-unique-key"),
+            "{err}"
+        );
+        assert!(choose_shared_key(&t, &nullable, &nullable, true).is_ok());
+    }
+
+    #[test]
+    fn reads_grants() {
+        let full = vec![
+            "GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, RELOAD, PROCESS, INDEX, ALTER, LOCK TABLES, \
+             REPLICATION SLAVE, BINLOG MONITOR, TRIGGER ON *.* TO `ghost`@`127.0.0.1`"
+                .to_string(),
+        ];
+        assert!(missing_privileges(&full, "test").is_empty());
+        let all =
+            vec!["GRANT ALL PRIVILEGES ON *.* TO `root`@`localhost` WITH GRANT OPTION".to_string()];
+        assert!(missing_privileges(&all, "test").is_empty());
+        let split = vec![
+            "GRANT REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO `u`@`%`".to_string(),
+            "GRANT ALL PRIVILEGES ON `test`.* TO `u`@`%`".to_string(),
+        ];
+        assert!(missing_privileges(&split, "test").is_empty());
+        let weak = vec!["GRANT SELECT ON `test`.* TO `u`@`%`".to_string()];
+        let missing = missing_privileges(&weak, "test");
+        assert!(missing.contains(&"REPLICATION SLAVE".to_string()));
+        assert!(missing.contains(&"ALTER".to_string()));
+        assert!(!missing.contains(&"SELECT".to_string()));
+    }
+}

@@ -1,0 +1,1384 @@
+//! One online ALTER, end to end: validate, create the changelog and ghost tables, follow the
+//! binary log, copy rows while applying changes (changes first), cut over, clean up.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::{Conn, prelude::Queryable};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use super::alter::{AlterStatement, parse_alter};
+use super::applier::{ApplyPlan, prepare_apply_session_with, sql_mode_expression};
+use super::changelog::{
+    Changelog, ChangelogEvent, STATE_ALL_EVENTS_UP_TO_LOCK, STATE_GHOST_TABLE_MIGRATED,
+    STATE_MIGRATED, STATE_READ_RANGE, interpret,
+};
+use super::config::{CutOverMode, MigrationConfig, Topology};
+use super::conn::ConnectionConfig;
+use super::controls::Controls;
+use super::copier::{Copier, KeyTuple};
+use super::cutover::CutOverTables;
+use super::dialect::ServerInfo;
+use super::error::{EngineError, Result, SqlContext};
+use super::inspector::{self, Trigger, UniqueKey};
+use super::names::TableNames;
+use super::position::BinlogPosition;
+use super::progress::{Phase, Progress, ThrottleState};
+use super::schema::{ColumnKind, TableSchema};
+use super::streamer::{BinlogStreamer, RowChange, StartPosition, StreamItem, StreamerConfig};
+use crate::sql::{qualified, quote_ident};
+
+/// How a migration ended when it did not fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The table was swapped (or, with `--test-on-replica`, swapped and swapped back).
+    Migrated { cut_over_lock: Duration },
+    /// The ALTER ran in place with ALGORITHM=INSTANT.
+    Instant,
+    /// No `--execute`: validated and rehearsed; the ghost table's definition is returned.
+    DryRun { ghost_create_table: String },
+}
+
+enum StreamMsg {
+    Item(StreamItem),
+    Failed(EngineError),
+}
+
+pub struct Migration {
+    cfg: MigrationConfig,
+    controls: watch::Receiver<Controls>,
+    progress: watch::Sender<Progress>,
+}
+
+impl Migration {
+    pub fn new(
+        cfg: MigrationConfig,
+        controls: watch::Receiver<Controls>,
+        progress: watch::Sender<Progress>,
+    ) -> Self {
+        Self {
+            cfg,
+            controls,
+            progress,
+        }
+    }
+
+    /// Runs the migration. Whatever happens, the ghost and changelog tables are dropped on failure,
+    /// and the original table is never changed except by the final atomic swap.
+    pub async fn run(self) -> Result<Outcome> {
+        let progress = self.progress.clone();
+        progress.send_modify(|p| p.phase = Phase::Validating);
+        let mut run = match Run::prepare(self.cfg, self.controls, self.progress).await {
+            Ok(run) => run,
+            Err(e) => {
+                progress.send_modify(|p| {
+                    p.phase = Phase::Failed;
+                    p.message = e.to_string();
+                });
+                return Err(e);
+            }
+        };
+        let result = run.execute().await;
+        let cancelled = matches!(result, Err(EngineError::Cancelled(_)));
+        match &result {
+            Ok(_) => run.progress.send_modify(|p| p.phase = Phase::Succeeded),
+            Err(e) => {
+                if let Err(cleanup) = run.cleanup_after_failure().await {
+                    warn!(error = %cleanup, "cleanup after failure");
+                }
+                run.progress.send_modify(|p| {
+                    p.phase = if cancelled {
+                        Phase::Cancelled
+                    } else {
+                        Phase::Failed
+                    };
+                    p.message = e.to_string();
+                });
+            }
+        }
+        run.release().await;
+        result
+    }
+}
+
+/// The state of a migration after validation.
+struct Run {
+    cfg: MigrationConfig,
+    controls: watch::Receiver<Controls>,
+    progress: watch::Sender<Progress>,
+    applier_cfg: ConnectionConfig,
+    server: ServerInfo,
+    names: TableNames,
+    alter: AlterStatement,
+    engine: String,
+    triggers: Vec<Trigger>,
+    time_zone: String,
+    /// Holds the migration's named lock for its whole life.
+    lock_conn: Conn,
+    ddl_conn: Conn,
+    original: Arc<TableSchema>,
+    original_keys: Vec<UniqueKey>,
+    created_tables: bool,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+    streamer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the main loop works with once the ghost table exists.
+struct Live {
+    events: mpsc::Receiver<StreamMsg>,
+    plan: ApplyPlan,
+    copier: Copier,
+    changelog_table: String,
+    ghost_key: String,
+    apply_conn: Conn,
+    copy_conn: Conn,
+    pending: Vec<RowChange>,
+    states_seen: HashSet<String>,
+    last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
+    applied_position: Option<BinlogPosition>,
+}
+
+impl Run {
+    async fn prepare(
+        cfg: MigrationConfig,
+        controls: watch::Receiver<Controls>,
+        progress: watch::Sender<Progress>,
+    ) -> Result<Self> {
+        let alter = parse_alter(&cfg.alter).map_err(|e| EngineError::Refused(e.to_string()))?;
+        if !alter.renamed_columns.is_empty()
+            && !cfg.approve_renamed_columns
+            && !cfg.skip_renamed_columns
+        {
+            let renames: Vec<String> = alter
+                .renamed_columns
+                .iter()
+                .map(|(a, b)| format!("{a}->{b}"))
+                .collect();
+            return Err(EngineError::Refused(format!(
+                "the ALTER renames columns ({}): pass --approve-renamed-columns to copy their data under the new names, \
+                 or --skip-renamed-columns to treat them as drop+add",
+                renames.join(", ")
+            )));
+        }
+
+        let mut inspector_conn = cfg.inspector.connect().await?;
+        let server = ServerInfo::detect(&mut inspector_conn).await?;
+        inspector::check_grants(&mut inspector_conn, &cfg.database).await?;
+        check_binlog_settings(&mut inspector_conn).await?;
+        let (_, engine) =
+            inspector::table_kind(&mut inspector_conn, &cfg.database, &cfg.table).await?;
+
+        let applier_cfg = resolve_applier(&cfg, &server, &mut inspector_conn).await?;
+        let mut ddl_conn = applier_cfg.connect().await?;
+        if applier_cfg != cfg.inspector {
+            inspector::check_grants(&mut ddl_conn, &cfg.database).await?;
+        }
+        let time_zone: Option<String> = ddl_conn
+            .query_first("SELECT @@global.time_zone")
+            .await
+            .sql_context(|| "reading the time zone".into())?;
+        let time_zone = time_zone.unwrap_or_else(|| "SYSTEM".into());
+
+        let original = Arc::new(TableSchema::load(&mut ddl_conn, &cfg.database, &cfg.table).await?);
+        for (old, _) in &alter.renamed_columns {
+            if original.column_index(old).is_none() {
+                return Err(EngineError::Refused(format!(
+                    "the ALTER renames column `{old}`, which {} does not have",
+                    original.qualified_name()
+                )));
+            }
+        }
+        let original_keys = inspector::unique_keys(&mut ddl_conn, &original).await?;
+        if original_keys.is_empty() {
+            return Err(EngineError::UnsupportedTable {
+                table: original.qualified_name(),
+                reason: "no PRIMARY nor UNIQUE key found: add one (e.g. an AUTO_INCREMENT primary key) first".into(),
+            });
+        }
+        if !cfg.skip_foreign_key_checks {
+            let (child, parent) =
+                inspector::foreign_keys(&mut ddl_conn, &cfg.database, &cfg.table).await?;
+            if parent > 0 {
+                return Err(EngineError::UnsupportedTable {
+                    table: original.qualified_name(),
+                    reason: "other tables reference it with foreign keys; the swap would leave them pointing at the old table. \
+                             Drop those foreign keys first"
+                        .into(),
+                });
+            }
+            if child > 0 && !cfg.discard_foreign_keys {
+                return Err(EngineError::UnsupportedTable {
+                    table: original.qualified_name(),
+                    reason: "it has foreign keys to other tables; pass --discard-foreign-keys to migrate it without them".into(),
+                });
+            }
+        }
+        let triggers = inspector::triggers(&mut ddl_conn, &cfg.database, &cfg.table).await?;
+        if !triggers.is_empty() && !cfg.include_triggers {
+            return Err(EngineError::UnsupportedTable {
+                table: original.qualified_name(),
+                reason: "it has triggers; pass --include-triggers --trigger-suffix=<suffix> to recreate them on the new table".into(),
+            });
+        }
+        let names = TableNames::new(
+            &cfg.table,
+            cfg.force_table_names.as_deref(),
+            cfg.timestamp_old_table
+                .then(|| chrono::Local::now().format("%Y%m%d%H%M%S").to_string())
+                .as_deref(),
+        );
+        if cfg.include_triggers {
+            check_ghost_trigger_names(&mut ddl_conn, &cfg, &triggers).await?;
+        }
+
+        // One migration per table at a time, across processes and hosts.
+        let mut lock_conn = applier_cfg.connect().await?;
+        let lock_name = migration_lock_name(&cfg.database, &cfg.table);
+        let got: Option<Option<i64>> = lock_conn
+            .exec_first("SELECT GET_LOCK(?, 0)", (&lock_name,))
+            .await
+            .sql_context(|| "taking the migration lock".into())?;
+        if got.flatten() != Some(1) {
+            return Err(EngineError::Refused(format!(
+                "another migration of {} is running (lock {lock_name:?} is held); wait for it or stop it",
+                original.qualified_name()
+            )));
+        }
+
+        // Leftovers of an earlier run.
+        for (name, drop_ok, flag) in [
+            (
+                &names.ghost,
+                cfg.initially_drop_ghost_table,
+                "--initially-drop-ghost-table",
+            ),
+            (
+                &names.old,
+                cfg.initially_drop_old_table,
+                "--initially-drop-old-table",
+            ),
+        ] {
+            if inspector::table_exists(&mut ddl_conn, &cfg.database, name).await? {
+                if !drop_ok {
+                    return Err(EngineError::Refused(format!(
+                        "table {} exists, probably left by an earlier run: drop it, or pass {flag}",
+                        qualified(&cfg.database, name)
+                    )));
+                }
+                ddl_conn
+                    .query_drop(format!(
+                        "DROP TABLE IF EXISTS {}",
+                        qualified(&cfg.database, name)
+                    ))
+                    .await
+                    .sql_context(|| format!("dropping leftover {name}"))?;
+            }
+        }
+
+        Ok(Self {
+            cfg,
+            controls,
+            progress,
+            applier_cfg,
+            server,
+            names,
+            alter,
+            engine,
+            triggers,
+            time_zone,
+            lock_conn,
+            ddl_conn,
+            original,
+            original_keys,
+            created_tables: false,
+            heartbeat: None,
+            streamer: None,
+        })
+    }
+
+    fn changelog(&self) -> Changelog {
+        Changelog::new(&self.cfg.database, &self.names.changelog)
+    }
+
+    fn ghost_name(&self) -> String {
+        qualified(&self.cfg.database, &self.names.ghost)
+    }
+
+    async fn execute(&mut self) -> Result<Outcome> {
+        if self.cfg.attempt_instant_ddl && self.cfg.execute && self.try_instant_ddl().await? {
+            return Ok(Outcome::Instant);
+        }
+
+        // The stream starts before the ghost table exists, so its creation is seen in it.
+        let changelog = self.changelog();
+        changelog.recreate(&mut self.ddl_conn).await?;
+        self.created_tables = true;
+        let changelog_schema = Arc::new(
+            TableSchema::load(
+                &mut self.ddl_conn,
+                &self.cfg.database,
+                &self.names.changelog,
+            )
+            .await?,
+        );
+        let events = self.start_streamer(changelog_schema).await?;
+        self.start_heartbeat();
+
+        self.create_ghost_table().await?;
+        changelog
+            .write_state(&mut self.ddl_conn, STATE_GHOST_TABLE_MIGRATED)
+            .await?;
+
+        let ghost =
+            TableSchema::load(&mut self.ddl_conn, &self.cfg.database, &self.names.ghost).await?;
+        let ghost_keys = inspector::unique_keys(&mut self.ddl_conn, &ghost).await?;
+        let key = inspector::choose_shared_key(
+            &self.original,
+            &self.original_keys,
+            &ghost_keys,
+            self.cfg.allow_nullable_unique_key,
+        )?;
+        let column_map = self.shared_columns(&ghost)?;
+        self.check_key_conversions(&key, &ghost)?;
+        info!(key = %key.name, columns = column_map.len(), "shared unique key chosen");
+
+        if !self.cfg.execute {
+            let create: Option<(String, String)> = self
+                .ddl_conn
+                .query_first(format!("SHOW CREATE TABLE {}", self.ghost_name()))
+                .await
+                .sql_context(|| "reading the ghost table definition".into())?;
+            self.drop_aux_tables().await?;
+            return Ok(Outcome::DryRun {
+                ghost_create_table: create.map(|(_, c)| c).unwrap_or_default(),
+            });
+        }
+
+        let ghost_key = ghost_keys
+            .iter()
+            .find(|g| key.columns.iter().all(|c| g.columns.contains(c)))
+            .map(|g| g.name.clone())
+            .unwrap_or_else(|| key.name.clone());
+        let plan = ApplyPlan::new(
+            &self.original,
+            &ghost,
+            &column_map,
+            &key.columns,
+            &self.time_zone,
+        )?;
+        let copier = Copier::new(
+            &self.cfg.database,
+            &self.cfg.table,
+            &self.names.ghost,
+            &key.name,
+            key.columns.clone(),
+            &column_map,
+            self.server.share_lock_clause(),
+        );
+        let strict = !self.cfg.skip_strict_mode;
+        let mut apply_conn = self.applier_cfg.connect().await?;
+        prepare_apply_session_with(&mut apply_conn, self.cfg.allow_zero_in_date, strict).await?;
+        let mut copy_conn = self.applier_cfg.connect().await?;
+        copy_conn
+            .query_drop(format!(
+                "SET SESSION time_zone = @@global.time_zone, sql_mode = {}",
+                sql_mode_expression(self.cfg.allow_zero_in_date, strict)
+            ))
+            .await
+            .sql_context(|| "preparing the copy session".into())?;
+
+        let mut live = Live {
+            events,
+            plan,
+            copier,
+            changelog_table: self.names.changelog.clone(),
+            ghost_key,
+            apply_conn,
+            copy_conn,
+            pending: Vec::new(),
+            states_seen: HashSet::new(),
+            last_heartbeat: None,
+            applied_position: None,
+        };
+        self.wait_for_state(
+            &mut live,
+            STATE_GHOST_TABLE_MIGRATED,
+            Duration::from_secs(30),
+        )
+        .await?;
+
+        let estimate = if self.cfg.exact_rowcount {
+            inspector::exact_row_count(&mut self.ddl_conn, &self.cfg.database, &self.cfg.table)
+                .await?
+        } else {
+            inspector::row_estimate(&mut self.ddl_conn, &self.cfg.database, &self.cfg.table).await?
+        };
+        self.progress.send_modify(|p| {
+            p.rows_estimate = estimate;
+            p.phase = Phase::Copying;
+        });
+
+        changelog
+            .write_state(&mut self.ddl_conn, STATE_READ_RANGE)
+            .await?;
+        let range = live.copier.key_range(&mut live.copy_conn).await?;
+        self.copy_rows(&mut live, range).await?;
+        info!("row copy complete");
+
+        let lock_time = self.cut_over_with_retries(&mut live).await?;
+        self.finish(&mut live).await?;
+        Ok(Outcome::Migrated {
+            cut_over_lock: lock_time,
+        })
+    }
+
+    async fn try_instant_ddl(&mut self) -> Result<bool> {
+        let t = self.cfg.cut_over_lock_timeout.as_secs().max(1);
+        self.ddl_conn
+            .query_drop(format!("SET SESSION lock_wait_timeout = {}", 2 * t))
+            .await
+            .sql_context(|| "setting lock_wait_timeout".into())?;
+        let sql = format!(
+            "ALTER TABLE {} {}, ALGORITHM=INSTANT",
+            qualified(&self.cfg.database, &self.cfg.table),
+            self.alter.options
+        );
+        match self.ddl_conn.query_drop(&sql).await {
+            Ok(()) => {
+                info!("ALTER ran in place with ALGORITHM=INSTANT");
+                Ok(true)
+            }
+            Err(e) => {
+                info!(error = %e, "instant DDL not possible; copying");
+                Ok(false)
+            }
+        }
+    }
+
+    async fn start_streamer(
+        &mut self,
+        changelog: Arc<TableSchema>,
+    ) -> Result<mpsc::Receiver<StreamMsg>> {
+        let mut cfg = StreamerConfig::new(
+            self.cfg.inspector.clone(),
+            self.cfg.replica_server_id,
+            vec![self.original.clone(), changelog],
+        );
+        cfg.start = StartPosition::Current;
+        let mut streamer = BinlogStreamer::start(cfg).await?;
+        let (tx, rx) = mpsc::channel(10_000);
+        self.streamer = Some(tokio::spawn(async move {
+            loop {
+                let msg = match streamer.next().await {
+                    Ok(item) => StreamMsg::Item(item),
+                    Err(e) => StreamMsg::Failed(e),
+                };
+                let failed = matches!(msg, StreamMsg::Failed(_));
+                if tx.send(msg).await.is_err() || failed {
+                    break;
+                }
+            }
+            streamer.close().await;
+        }));
+        Ok(rx)
+    }
+
+    fn start_heartbeat(&mut self) {
+        let applier = self.applier_cfg.clone();
+        let changelog = self.changelog();
+        let interval = self.cfg.heartbeat_interval;
+        self.heartbeat = Some(tokio::spawn(async move {
+            let mut conn = None;
+            loop {
+                if conn.is_none() {
+                    conn = applier.connect().await.ok();
+                }
+                if let Some(c) = conn.as_mut() {
+                    if let Err(e) = changelog.write_heartbeat(c).await {
+                        warn!(error = %e, "heartbeat write failed");
+                        conn = None;
+                    }
+                }
+                tokio::time::sleep(interval).await;
+            }
+        }));
+    }
+
+    async fn create_ghost_table(&mut self) -> Result<()> {
+        let ghost = self.ghost_name();
+        let original = qualified(&self.cfg.database, &self.cfg.table);
+        self.ddl_conn
+            .query_drop(format!("CREATE TABLE {ghost} LIKE {original}"))
+            .await
+            .sql_context(|| format!("creating {ghost}"))?;
+        let alter = format!("ALTER TABLE {ghost} {}", self.alter.options);
+        self.ddl_conn.query_drop(&alter).await.map_err(|e| {
+            EngineError::Refused(format!("the ALTER fails on the ghost table: {e}"))
+        })?;
+        if self.alter.auto_increment.is_none() {
+            let next: Option<Option<u64>> = self
+                .ddl_conn
+                .exec_first(
+                    "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (&self.cfg.database, &self.cfg.table),
+                )
+                .await
+                .sql_context(|| "reading AUTO_INCREMENT".into())?;
+            if let Some(next) = next.flatten().filter(|n| *n > 1) {
+                self.ddl_conn
+                    .query_drop(format!("ALTER TABLE {ghost} AUTO_INCREMENT={next}"))
+                    .await
+                    .sql_context(|| "copying AUTO_INCREMENT".into())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Original columns that exist in the ghost table (through renames), minus dropped and
+    /// generated ones: (original name, ghost name).
+    fn shared_columns(&self, ghost: &TableSchema) -> Result<Vec<(String, String)>> {
+        let mut map = Vec::new();
+        for column in &self.original.columns {
+            if column.generated {
+                continue;
+            }
+            let renamed = self
+                .alter
+                .renamed_columns
+                .iter()
+                .any(|(old, _)| old.eq_ignore_ascii_case(&column.name));
+            if renamed && self.cfg.skip_renamed_columns {
+                continue;
+            }
+            let Some(ghost_name) = self.alter.ghost_name_of(&column.name) else {
+                continue;
+            };
+            let Some(index) = ghost.column_index(&ghost_name) else {
+                continue;
+            };
+            if ghost.columns[index].generated {
+                continue;
+            }
+            map.push((column.name.clone(), ghost.columns[index].name.clone()));
+        }
+        if map.is_empty() {
+            return Err(EngineError::Refused(
+                "the table and the ALTER's result share no column; nothing could be copied".into(),
+            ));
+        }
+        Ok(map)
+    }
+
+    fn check_key_conversions(&self, key: &UniqueKey, ghost: &TableSchema) -> Result<()> {
+        for column in &key.columns {
+            let (Some(o), Some(g)) = (
+                self.original.column_index(column),
+                ghost.column_index(column),
+            ) else {
+                continue;
+            };
+            if matches!(self.original.columns[o].kind, ColumnKind::DateTime { .. })
+                && matches!(ghost.columns[g].kind, ColumnKind::Timestamp { .. })
+            {
+                return Err(EngineError::Refused(format!(
+                    "the ALTER changes key column `{column}` from DATETIME to TIMESTAMP, which cannot be matched exactly \
+                     during the migration; change it in a separate step or choose another key"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies every chunk, applying binlog changes first whenever there are some.
+    async fn copy_rows(
+        &mut self,
+        live: &mut Live,
+        range: Option<(KeyTuple, KeyTuple)>,
+    ) -> Result<()> {
+        let Some((min, max)) = range else {
+            return Ok(());
+        };
+        let mut lower = min;
+        let mut first = true;
+        let started = Instant::now();
+        loop {
+            self.check_abort()?;
+            self.drain_events(live, 10).await?;
+            if self.throttled(live).await {
+                self.drain_events(live, 0).await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let controls = self.controls.borrow().clone();
+            let Some(upper) = live
+                .copier
+                .next_chunk_end(
+                    &mut live.copy_conn,
+                    &lower,
+                    first,
+                    &max,
+                    controls.chunk_size,
+                )
+                .await?
+            else {
+                return Ok(());
+            };
+            let check = self.cfg.panic_on_warnings.then_some(live.ghost_key.clone());
+            let mut attempt = 0;
+            let chunk = loop {
+                attempt += 1;
+                match live
+                    .copier
+                    .copy_chunk(&mut live.copy_conn, &lower, first, &upper, check.as_deref())
+                    .await
+                {
+                    Ok(chunk) => break chunk,
+                    Err(e) => self.retry_or_fail("row copy", attempt, e).await?,
+                }
+            };
+            lower = upper;
+            first = false;
+            self.progress.send_modify(|p| {
+                p.rows_copied += chunk.rows;
+                let secs = started.elapsed().as_secs_f64();
+                if secs > 0.0 {
+                    p.rows_per_second = p.rows_copied as f64 / secs;
+                }
+                if p.rows_per_second > 0.0 {
+                    let left = p.rows_estimate.saturating_sub(p.rows_copied) as f64;
+                    p.eta_seconds = Some((left / p.rows_per_second).ceil() as u64);
+                }
+            });
+            if controls.nice_ratio > 0.0 {
+                tokio::time::sleep(chunk.elapsed.mul_f64(controls.nice_ratio)).await;
+            }
+        }
+    }
+
+    /// After a failed attempt: wait and let the caller retry, or give up when `--default-retries`
+    /// attempts are spent. Warnings never retry (gh-ost's `--panic-on-warnings`).
+    async fn retry_or_fail(&self, what: &str, attempt: u32, error: EngineError) -> Result<()> {
+        let attempts = self.cfg.default_retries.max(1);
+        if matches!(error, EngineError::Warnings(_)) {
+            return Err(error);
+        }
+        if attempt >= attempts {
+            return Err(EngineError::RetriesExhausted {
+                what: what.to_string(),
+                attempts,
+                last: error.to_string(),
+            });
+        }
+        warn!(error = %error, attempt, "{what} failed; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Ok(())
+    }
+
+    fn check_abort(&self) -> Result<()> {
+        if self.controls.borrow().panic {
+            return Err(EngineError::Cancelled("panic requested".into()));
+        }
+        if let Some(file) = &self.cfg.panic_flag_file {
+            if file.exists() {
+                return Err(EngineError::Cancelled(format!(
+                    "panic flag file {} exists",
+                    file.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The user's throttle and the flag files. (Lag, load, query and HTTP sources are evaluated by
+    /// the throttler feeding `Controls`.)
+    async fn throttled(&mut self, live: &mut Live) -> bool {
+        let controls = self.controls.borrow().clone();
+        let mut reason = None;
+        if controls.throttle {
+            reason = Some("commanded by user".to_string());
+        }
+        for file in [
+            &self.cfg.throttle_flag_file,
+            &self.cfg.throttle_additional_flag_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if reason.is_none() && file.exists() {
+                reason = Some(format!("flag-file {}", file.display()));
+            }
+        }
+        if reason.is_none() {
+            if let Some(query) = controls
+                .throttle_query
+                .as_deref()
+                .filter(|q| !q.trim().is_empty())
+            {
+                match live.copy_conn.query_first::<Option<f64>, _>(query).await {
+                    Ok(Some(Some(v))) if v > 0.0 => {
+                        reason = Some(format!("throttle-query {query}"))
+                    }
+                    Ok(_) => {}
+                    Err(e) => reason = Some(format!("throttle-query failed: {e}")),
+                }
+            }
+        }
+        let active = reason.is_some();
+        let reason = reason.unwrap_or_default();
+        self.progress.send_if_modified(|p| {
+            let next = ThrottleState {
+                active,
+                reason: reason.clone(),
+            };
+            let changed = p.throttle != next;
+            p.throttle = next;
+            changed
+        });
+        active
+    }
+
+    /// Applies what the stream has delivered. `batches` limits the work (0: only what is already
+    /// queued, one pass).
+    async fn drain_events(&mut self, live: &mut Live, batches: usize) -> Result<()> {
+        let mut done = 0;
+        loop {
+            match live.events.try_recv() {
+                Ok(msg) => self.handle_stream_msg(live, msg).await?,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    self.flush(live).await?;
+                    return Ok(());
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Err(EngineError::Stream("the binlog stream task ended".into()));
+                }
+            }
+            if live.pending.is_empty() {
+                done += 1;
+                if batches > 0 && done >= batches * 100 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn handle_stream_msg(&mut self, live: &mut Live, msg: StreamMsg) -> Result<()> {
+        let item = match msg {
+            StreamMsg::Item(item) => item,
+            StreamMsg::Failed(e) => return Err(e),
+        };
+        match item {
+            StreamItem::Row(change) if change.table.name == live.changelog_table => {
+                self.flush(live).await?;
+                if let Some(after) = change.after.as_deref() {
+                    match interpret(after) {
+                        ChangelogEvent::Heartbeat(at) => {
+                            live.last_heartbeat = Some(at);
+                            let lag = (chrono::Utc::now() - at).num_milliseconds().max(0) as u64;
+                            self.progress
+                                .send_modify(|p| p.heartbeat_lag_millis = Some(lag));
+                        }
+                        ChangelogEvent::State(state) => {
+                            live.states_seen.insert(state);
+                        }
+                        ChangelogEvent::Other => {}
+                    }
+                }
+            }
+            StreamItem::Row(change) => {
+                live.pending.push(change);
+                let batch = self.controls.borrow().dml_batch_size.max(1);
+                if live.pending.len() >= batch {
+                    self.flush(live).await?;
+                }
+            }
+            StreamItem::Commit(position) => {
+                self.flush(live).await?;
+                live.applied_position = Some(position.clone());
+                self.progress
+                    .send_modify(|p| p.applied_position = Some(position));
+            }
+            StreamItem::Heartbeat(_) | StreamItem::Statement { .. } => {}
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self, live: &mut Live) -> Result<()> {
+        if live.pending.is_empty() {
+            return Ok(());
+        }
+        let changes = std::mem::take(&mut live.pending);
+        let check = self.cfg.panic_on_warnings.then_some(live.ghost_key.clone());
+        let n = changes.len() as u64;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match live
+                .plan
+                .apply_batch(&mut live.apply_conn, &changes, check.as_deref())
+                .await
+            {
+                Ok(()) => break,
+                Err(e) => {
+                    self.retry_or_fail("applying binlog events", attempt, e)
+                        .await?
+                }
+            }
+        }
+        self.progress.send_modify(|p| p.events_applied += n);
+        Ok(())
+    }
+
+    /// Applies events until the changelog state `state` has been seen in the stream: every change
+    /// logged before it is then applied.
+    async fn wait_for_state(
+        &mut self,
+        live: &mut Live,
+        state: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while !live.states_seen.contains(state) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(EngineError::Stream(format!(
+                    "the changelog state {state:?} did not come through the binary log within {timeout:?}"
+                )));
+            }
+            match tokio::time::timeout(left.min(Duration::from_millis(50)), live.events.recv())
+                .await
+            {
+                Ok(Some(msg)) => self.handle_stream_msg(live, msg).await?,
+                Ok(None) => return Err(EngineError::Stream("the binlog stream task ended".into())),
+                Err(_) => self.flush(live).await?,
+            }
+        }
+        self.flush(live).await
+    }
+
+    fn postponed(&self) -> bool {
+        self.controls.borrow().postpone_cut_over
+            || self
+                .cfg
+                .postpone_cut_over_flag_file
+                .as_ref()
+                .is_some_and(|f| f.exists())
+    }
+
+    async fn cut_over_with_retries(&mut self, live: &mut Live) -> Result<Duration> {
+        let attempts = self.cfg.default_retries.max(1);
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            self.cut_over_gate(live).await?;
+            self.progress.send_modify(|p| {
+                p.phase = Phase::CuttingOver;
+                p.cut_over_attempts = attempt;
+            });
+            match self.cut_over(live).await {
+                Ok(lock) => return Ok(lock),
+                Err(e @ (EngineError::Cancelled(_) | EngineError::Warnings(_))) => return Err(e),
+                Err(e) => {
+                    warn!(error = %e, attempt, "cut-over attempt failed");
+                    last = e.to_string();
+                    let wait = if self.cfg.cut_over_exponential_backoff {
+                        Duration::from_secs(1 << (attempt - 1).min(16))
+                            .min(self.cfg.exponential_backoff_max_interval)
+                    } else {
+                        Duration::from_secs(1)
+                    };
+                    if attempt < attempts {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+        }
+        Err(EngineError::RetriesExhausted {
+            what: "cut-over".into(),
+            attempts,
+            last,
+        })
+    }
+
+    /// Waits, applying events, until cut-over may start: not postponed, not throttled, lag low.
+    async fn cut_over_gate(&mut self, live: &mut Live) -> Result<()> {
+        let mut announced = false;
+        loop {
+            self.check_abort()?;
+            self.drain_events(live, 0).await?;
+            let max_lag = self
+                .controls
+                .borrow()
+                .max_lag
+                .min(self.cfg.cut_over_lock_timeout);
+            let lag_ok = live
+                .last_heartbeat
+                .map(|at| (chrono::Utc::now() - at).to_std().unwrap_or_default() < max_lag)
+                .unwrap_or(false);
+            let postponed = self.postponed();
+            if postponed && !announced {
+                info!("cut-over postponed; row copy is complete and changes keep being applied");
+                self.progress.send_modify(|p| p.phase = Phase::Postponed);
+                announced = true;
+            }
+            if !postponed && lag_ok && !self.throttled(live).await {
+                return Ok(());
+            }
+            match tokio::time::timeout(Duration::from_millis(100), live.events.recv()).await {
+                Ok(Some(msg)) => self.handle_stream_msg(live, msg).await?,
+                Ok(None) => return Err(EngineError::Stream("the binlog stream task ended".into())),
+                Err(_) => {}
+            }
+        }
+    }
+
+    async fn cut_over(&mut self, live: &mut Live) -> Result<Duration> {
+        if self.cfg.analyze_ghost_table_before_cutover {
+            self.ddl_conn
+                .query_drop(format!("ANALYZE TABLE {}", self.ghost_name()))
+                .await
+                .sql_context(|| "ANALYZE TABLE on the ghost table".into())?;
+        }
+        let test_on_replica = self.cfg.topology == Topology::TestOnReplica;
+        if test_on_replica {
+            self.ddl_conn
+                .query_drop("STOP SLAVE IO_THREAD; STOP SLAVE SQL_THREAD")
+                .await
+                .sql_context(|| "stopping replication for --test-on-replica".into())?;
+        }
+        let tables = CutOverTables {
+            schema: self.cfg.database.clone(),
+            original: self.cfg.table.clone(),
+            ghost: self.names.ghost.clone(),
+            old: self.names.old.clone(),
+            engine: self.engine.clone(),
+        };
+        let result = match self.cfg.cut_over {
+            CutOverMode::Atomic => self.atomic_cut_over(live, &tables).await,
+            CutOverMode::TwoStep => self.two_step_cut_over(live, &tables).await,
+        };
+        if test_on_replica {
+            if result.is_ok() {
+                tables.swap_back(&mut self.ddl_conn).await?;
+            } else {
+                let _ = self.ddl_conn.query_drop("START SLAVE").await;
+            }
+        }
+        result
+    }
+
+    async fn atomic_cut_over(
+        &mut self,
+        live: &mut Live,
+        tables: &CutOverTables,
+    ) -> Result<Duration> {
+        let timeout = self.cfg.cut_over_lock_timeout;
+        tables.create_sentry(&mut self.ddl_conn).await?;
+        let mut lock_a = self.applier_cfg.connect().await?;
+        if let Err(e) = tables.lock(&mut lock_a, timeout).await {
+            let _ = self
+                .ddl_conn
+                .query_drop(format!(
+                    "DROP TABLE IF EXISTS {}",
+                    qualified(&tables.schema, &tables.old)
+                ))
+                .await;
+            return Err(e);
+        }
+        let locked_at = Instant::now();
+        let outcome = self
+            .atomic_locked(live, tables, &mut lock_a, timeout, locked_at)
+            .await;
+        if outcome.is_err() {
+            // Session A still holds the locks: drop the sentry, unlock, and the original stays.
+            let _ = tables.drop_sentry_and_unlock(&mut lock_a).await;
+        }
+        let _ = lock_a.disconnect().await;
+        outcome
+    }
+
+    async fn atomic_locked(
+        &mut self,
+        live: &mut Live,
+        tables: &CutOverTables,
+        lock_a: &mut Conn,
+        timeout: Duration,
+        locked_at: Instant,
+    ) -> Result<Duration> {
+        let marker = format!(
+            "{STATE_ALL_EVENTS_UP_TO_LOCK}:{}",
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        );
+        self.changelog()
+            .write_state(&mut self.ddl_conn, &marker)
+            .await?;
+        self.wait_for_state(live, &marker, timeout).await?;
+        if self.cfg.include_triggers {
+            self.create_ghost_triggers().await?;
+        }
+
+        let mut rename_b = self.applier_cfg.connect().await?;
+        rename_b
+            .query_drop(format!(
+                "SET SESSION lock_wait_timeout = {}",
+                timeout.as_secs().max(1)
+            ))
+            .await
+            .sql_context(|| "setting the RENAME's lock timeout".into())?;
+        let rename_id = rename_b.id();
+        let swap = tables.swap_sql();
+        let rename = tokio::spawn(async move {
+            let result = rename_b.query_drop(swap).await;
+            let _ = rename_b.disconnect().await;
+            result
+        });
+        if let Err(e) = tables
+            .wait_rename_blocked(&mut self.ddl_conn, rename_id, timeout)
+            .await
+        {
+            // Make sure the RENAME cannot run after we let go of the lock.
+            let _ = self
+                .ddl_conn
+                .query_drop(format!("KILL QUERY {rename_id}"))
+                .await;
+            let _ = rename.await;
+            return Err(e);
+        }
+        tables.drop_sentry_and_unlock(lock_a).await?;
+        let renamed = rename
+            .await
+            .map_err(|e| EngineError::CutOver(format!("the RENAME task failed: {e}")))?;
+        let blocked = locked_at.elapsed();
+        renamed.map_err(|e| EngineError::CutOver(format!("RENAME failed: {e}")))?;
+        info!(blocked_ms = blocked.as_millis() as u64, "tables swapped");
+        self.progress
+            .send_modify(|p| p.cut_over_lock_millis = Some(blocked.as_millis() as u64));
+        Ok(blocked)
+    }
+
+    async fn two_step_cut_over(
+        &mut self,
+        live: &mut Live,
+        tables: &CutOverTables,
+    ) -> Result<Duration> {
+        let mut lock_conn = self.applier_cfg.connect().await?;
+        lock_conn
+            .query_drop(format!(
+                "LOCK TABLES {} WRITE",
+                qualified(&tables.schema, &tables.original)
+            ))
+            .await
+            .sql_context(|| "LOCK TABLES for the two-step cut-over".into())?;
+        let locked_at = Instant::now();
+        let marker = format!(
+            "{STATE_ALL_EVENTS_UP_TO_LOCK}:{}",
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+        );
+        let result = async {
+            self.changelog()
+                .write_state(&mut self.ddl_conn, &marker)
+                .await?;
+            self.wait_for_state(live, &marker, self.cfg.cut_over_lock_timeout)
+                .await?;
+            if self.cfg.include_triggers {
+                self.create_ghost_triggers().await?;
+            }
+            tables.two_step(&mut lock_conn, &mut self.ddl_conn).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = lock_conn.query_drop("UNLOCK TABLES").await;
+        }
+        let _ = lock_conn.disconnect().await;
+        result.map(|()| locked_at.elapsed())
+    }
+
+    async fn create_ghost_triggers(&mut self) -> Result<()> {
+        for trigger in self.triggers.clone() {
+            let name = ghost_trigger_name(
+                &trigger.name,
+                &self.cfg.trigger_suffix,
+                self.cfg.remove_trigger_suffix_if_exists,
+            );
+            if !["INSERT", "UPDATE", "DELETE"]
+                .contains(&trigger.event.to_ascii_uppercase().as_str())
+                || !["BEFORE", "AFTER"].contains(&trigger.timing.to_ascii_uppercase().as_str())
+            {
+                return Err(EngineError::Refused(format!(
+                    "trigger `{}` has an unexpected event/timing",
+                    trigger.name
+                )));
+            }
+            self.ddl_conn
+                .query_drop(format!(
+                    "CREATE TRIGGER {} {} {} ON {} FOR EACH ROW {}",
+                    qualified(&self.cfg.database, &name),
+                    trigger.timing,
+                    trigger.event,
+                    self.ghost_name(),
+                    trigger.statement
+                ))
+                .await
+                .sql_context(|| format!("creating trigger {name} on the ghost table"))?;
+        }
+        Ok(())
+    }
+
+    async fn finish(&mut self, live: &mut Live) -> Result<()> {
+        self.changelog()
+            .write_state(&mut self.ddl_conn, STATE_MIGRATED)
+            .await?;
+        self.stop_tasks();
+        drop(live.events.try_recv());
+        self.changelog().drop_table(&mut self.ddl_conn).await?;
+        let old = qualified(&self.cfg.database, &self.names.old);
+        if self.cfg.topology != Topology::TestOnReplica {
+            if self.cfg.ok_to_drop_table {
+                self.ddl_conn
+                    .query_drop(format!("DROP TABLE IF EXISTS {old}"))
+                    .await
+                    .sql_context(|| format!("dropping the old table {old}"))?;
+            } else {
+                info!("the old table is kept as {old}; drop it with: DROP TABLE IF EXISTS {old}");
+            }
+        }
+        self.created_tables = false;
+        Ok(())
+    }
+
+    fn stop_tasks(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+        if let Some(h) = self.streamer.take() {
+            h.abort();
+        }
+    }
+
+    async fn drop_aux_tables(&mut self) -> Result<()> {
+        self.stop_tasks();
+        for name in [&self.names.ghost, &self.names.changelog] {
+            self.ddl_conn
+                .query_drop(format!(
+                    "DROP TABLE IF EXISTS {}",
+                    qualified(&self.cfg.database, name)
+                ))
+                .await
+                .sql_context(|| format!("dropping {name}"))?;
+        }
+        self.created_tables = false;
+        Ok(())
+    }
+
+    async fn cleanup_after_failure(&mut self) -> Result<()> {
+        self.stop_tasks();
+        if !self.created_tables {
+            return Ok(());
+        }
+        // A fresh connection: the DDL one may be the one that broke.
+        let mut conn = self.applier_cfg.connect().await?;
+        for name in [&self.names.ghost, &self.names.changelog] {
+            conn.query_drop(format!(
+                "DROP TABLE IF EXISTS {}",
+                qualified(&self.cfg.database, name)
+            ))
+            .await
+            .sql_context(|| format!("dropping {name}"))?;
+        }
+        // The sentry, only if it is ours.
+        let comment: Option<String> = conn
+            .exec_first(
+                "SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&self.cfg.database, &self.names.old),
+            )
+            .await
+            .sql_context(|| "looking for the sentry".into())?;
+        if comment.as_deref() == Some(super::cutover::SENTRY_COMMENT) {
+            conn.query_drop(format!(
+                "DROP TABLE IF EXISTS {}",
+                qualified(&self.cfg.database, &self.names.old)
+            ))
+            .await
+            .sql_context(|| "dropping the sentry".into())?;
+        }
+        self.created_tables = false;
+        Ok(())
+    }
+
+    async fn release(&mut self) {
+        self.stop_tasks();
+        let _ = self
+            .lock_conn
+            .query_drop("SELECT RELEASE_ALL_LOCKS()")
+            .await;
+    }
+}
+
+/// The applier: the replica itself for test/migrate-on-replica, else the primary (given, or read
+/// from the replica's replication status), else the inspected server when it is the primary and
+/// running there is allowed.
+async fn resolve_applier(
+    cfg: &MigrationConfig,
+    server: &ServerInfo,
+    conn: &mut Conn,
+) -> Result<ConnectionConfig> {
+    let status: Option<mysql_async::Row> = conn
+        .query_first(server.replica_status_sql())
+        .await
+        .sql_context(|| {
+            format!(
+                "{} (needs REPLICA MONITOR / REPLICATION CLIENT)",
+                server.replica_status_sql()
+            )
+        })?;
+    let is_replica = status.is_some();
+    match cfg.topology {
+        Topology::TestOnReplica | Topology::MigrateOnReplica => {
+            if !is_replica {
+                return Err(EngineError::Refused(format!(
+                    "{} is not a replica; --test-on-replica and --migrate-on-replica need --host to be one",
+                    cfg.inspector.endpoint()
+                )));
+            }
+            let log_slave_updates: Option<Option<String>> = conn
+                .query_first("SELECT @@global.log_slave_updates")
+                .await
+                .sql_context(|| "reading log_slave_updates".into())?;
+            let on = log_slave_updates.flatten().unwrap_or_default();
+            if !(on == "1" || on.eq_ignore_ascii_case("ON")) {
+                return Err(EngineError::ServerConfig(
+                    "log_slave_updates is OFF on the replica: the migration cannot follow its writes; set it ON".into(),
+                ));
+            }
+            Ok(cfg.inspector.clone())
+        }
+        Topology::Normal => {
+            if let Some(primary) = &cfg.primary {
+                return Ok(primary.clone());
+            }
+            if let Some(row) = status {
+                let host: Option<String> = row.get("Master_Host");
+                let port: Option<u16> = row.get("Master_Port");
+                if let (Some(host), Some(port)) = (host, port) {
+                    return Ok(ConnectionConfig {
+                        host,
+                        port,
+                        ..cfg.inspector.clone()
+                    });
+                }
+            }
+            if !cfg.allow_on_master {
+                return Err(EngineError::Refused(format!(
+                    "{} is a primary, not a replica: pass --allow-on-master to migrate directly on it, \
+                     or point --host at a replica",
+                    cfg.inspector.endpoint()
+                )));
+            }
+            Ok(cfg.inspector.clone())
+        }
+    }
+}
+
+async fn check_binlog_settings(conn: &mut Conn) -> Result<()> {
+    let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
+        .query_first("SELECT @@global.log_bin, @@global.binlog_format, @@global.binlog_row_image")
+        .await
+        .sql_context(|| "reading binlog settings".into())?;
+    let (log_bin, format, image) = row.unwrap_or_default();
+    let log_bin = log_bin.unwrap_or_default();
+    if !(log_bin == "1" || log_bin.eq_ignore_ascii_case("ON")) {
+        return Err(EngineError::ServerConfig(
+            "binary logging is off on the inspected server: start it with --log-bin".into(),
+        ));
+    }
+    let format = format.unwrap_or_default();
+    if !format.eq_ignore_ascii_case("ROW") {
+        return Err(EngineError::ServerConfig(format!(
+            "binlog_format is {format}, not ROW: run SET GLOBAL binlog_format='ROW' and restart replication"
+        )));
+    }
+    let image = image.unwrap_or_default();
+    if !image.eq_ignore_ascii_case("FULL") {
+        return Err(EngineError::ServerConfig(format!(
+            "binlog_row_image is {image}, not FULL: run SET GLOBAL binlog_row_image='FULL'"
+        )));
+    }
+    Ok(())
+}
+
+async fn check_ghost_trigger_names(
+    conn: &mut Conn,
+    cfg: &MigrationConfig,
+    triggers: &[Trigger],
+) -> Result<()> {
+    let existing = inspector::trigger_names_in_schema(conn, &cfg.database).await?;
+    for trigger in triggers {
+        let name = ghost_trigger_name(
+            &trigger.name,
+            &cfg.trigger_suffix,
+            cfg.remove_trigger_suffix_if_exists,
+        );
+        if name.chars().count() > 64 {
+            return Err(EngineError::Refused(format!(
+                "trigger name {name} would be longer than 64 characters: use a shorter --trigger-suffix"
+            )));
+        }
+        if existing.contains(&name) {
+            return Err(EngineError::Refused(format!(
+                "found gh-ost triggers: trigger {name} already exists in `{}`; drop it or choose another --trigger-suffix",
+                cfg.database
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// gh-ost's ghost trigger name: the suffix appended, or removed when the name already ends with it
+/// and `--remove-trigger-suffix-if-exists` is given.
+pub fn ghost_trigger_name(name: &str, suffix: &str, remove_if_exists: bool) -> String {
+    if remove_if_exists && !suffix.is_empty() {
+        if let Some(stripped) = name.strip_suffix(suffix) {
+            return stripped.to_string();
+        }
+    }
+    format!("{name}{suffix}")
+}
+
+/// A GET_LOCK name at most 64 characters long.
+pub fn migration_lock_name(database: &str, table: &str) -> String {
+    let name = format!("ghost::{database}.{table}");
+    if name.chars().count() <= 64 {
+        return name;
+    }
+    let hash = crc32fast::hash(name.as_bytes());
+    let prefix: String = name.chars().take(50).collect();
+    format!("{prefix}:{hash:08x}")
+}
+
+/// Quoted column list, for messages and tests.
+pub fn column_list(columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| quote_ident(c))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_names() {
+        assert_eq!(ghost_trigger_name("t_ins", "_ght", false), "t_ins_ght");
+        assert_eq!(ghost_trigger_name("t_ins_ght", "_ght", true), "t_ins");
+        assert_eq!(ghost_trigger_name("t_ins", "_ght", true), "t_ins_ght");
+    }
+
+    #[test]
+    fn lock_names_fit() {
+        assert_eq!(migration_lock_name("test", "t"), "ghost::test.t");
+        let long = migration_lock_name(&"d".repeat(40), &"t".repeat(40));
+        assert!(long.chars().count() <= 64, "{long}");
+    }
+}

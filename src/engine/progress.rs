@@ -1,0 +1,68 @@
+//! The engine's output port: a `Progress` snapshot on a watch channel. Every consumer (status
+//! line, interactive `status`, HTTP API, metrics, Kubernetes status, hooks) reads from it.
+
+use serde::Serialize;
+
+use super::position::BinlogPosition;
+
+/// Phases shared with `.status.phase` of a SchemaMigration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Validating,
+    Copying,
+    Verifying,
+    Postponed,
+    CuttingOver,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl Phase {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed | Phase::Cancelled)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ThrottleState {
+    pub active: bool,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Progress {
+    pub phase: Phase,
+    pub rows_copied: u64,
+    pub rows_estimate: u64,
+    /// Row changes applied from the binary log.
+    pub events_applied: u64,
+    /// Row changes read from the binary log and not yet applied.
+    pub backlog: u64,
+    pub rows_per_second: f64,
+    pub eta_seconds: Option<u64>,
+    /// Now minus the last heartbeat seen in the binary log.
+    pub heartbeat_lag_millis: Option<u64>,
+    pub throttle: ThrottleState,
+    pub cut_over_attempts: u32,
+    /// How long writes to the table were blocked by the successful cut-over.
+    pub cut_over_lock_millis: Option<u64>,
+    /// The last binlog position whose changes are all applied.
+    pub applied_position: Option<BinlogPosition>,
+    pub message: String,
+}
+
+impl Progress {
+    pub fn percent(&self) -> f64 {
+        if self.rows_estimate == 0 {
+            return if self.phase == Phase::Copying {
+                0.0
+            } else {
+                100.0
+            };
+        }
+        (self.rows_copied as f64 * 100.0 / self.rows_estimate as f64).min(100.0)
+    }
+}
