@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             println!("ghost {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Migrate { .. } => not_implemented("migrate"),
+        Command::Migrate { args } => ghost::cli::migrate::run(&args),
         Command::Engine { .. } => not_implemented("engine"),
         Command::Operator { .. } => not_implemented("operator"),
         Command::Ctl { .. } => not_implemented("ctl"),

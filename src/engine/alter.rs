@@ -806,7 +806,13 @@ mod tests {
     }
 
     /// (input, schema, table, options, dropped columns)
-    type PrefixCase<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a str, &'a [&'a str]);
+    type PrefixCase<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        &'a str,
+        &'a [&'a str],
+    );
 
     #[test]
     fn gh_ost_explicit_table() {

@@ -1,0 +1,414 @@
+//! `ghost migrate`: gh-ost's command line in front of the engine.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use super::flags::{MigrateFlags, parse_migrate_flags, usage};
+use crate::engine::alter::parse_alter;
+use crate::engine::config::{CutOverMode, MigrationConfig, Topology};
+use crate::engine::conn::ConnectionConfig;
+use crate::engine::controls::{Controls, parse_load_thresholds};
+use crate::engine::migration::{Migration, Outcome};
+use crate::engine::progress::{Phase, Progress};
+
+/// Exit code for a refused command line (gh-ost exits non-zero; 2 is the usage convention).
+const USAGE_ERROR: u8 = 2;
+
+pub fn run(args: &[String]) -> ExitCode {
+    let env = |name: &str| std::env::var(name).ok();
+    let flags = match parse_migrate_flags(args, &env) {
+        Ok(flags) => flags,
+        Err(e) => {
+            eprintln!("ghost migrate: {e}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    if flags.help {
+        print!("{}", usage());
+        return ExitCode::SUCCESS;
+    }
+    if flags.version {
+        println!("ghost {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if flags.check_flag {
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&flags);
+    for warning in &flags.warnings {
+        warn!("{warning}");
+    }
+    let (cfg, controls) = match build(&flags) {
+        Ok(built) => built,
+        Err(message) => {
+            eprintln!("ghost migrate: {message}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ghost migrate: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(migrate(cfg, controls, &flags))
+}
+
+async fn migrate(cfg: MigrationConfig, controls: Controls, flags: &MigrateFlags) -> ExitCode {
+    if let Some(file) = &cfg.postpone_cut_over_flag_file {
+        // gh-ost creates the flag file at start: the user removes it to let cut-over happen.
+        if let Err(e) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+        {
+            eprintln!(
+                "ghost migrate: cannot create --postpone-cut-over-flag-file {}: {e}",
+                file.display()
+            );
+            return ExitCode::from(USAGE_ERROR);
+        }
+    }
+    if flags.initially_drop_socket_file && !flags.serve_socket_file.is_empty() {
+        let _ = std::fs::remove_file(&flags.serve_socket_file);
+    }
+    let table = format!("`{}`.`{}`", cfg.database, cfg.table);
+    let (controls_tx, controls_rx) = watch::channel(controls);
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+
+    // Ctrl-C / SIGTERM abort like gh-ost's panic: the engine drops its tables and exits.
+    tokio::spawn(async move {
+        wait_for_termination().await;
+        warn!("termination signal received; aborting the migration");
+        controls_tx.send_modify(|c| c.panic = true);
+    });
+    let interval = if flags.status_interval > 0 {
+        Duration::from_secs(flags.status_interval as u64)
+    } else {
+        Duration::from_secs(10)
+    };
+    let status = tokio::spawn(status_lines(progress_rx, interval));
+
+    info!(table = %table, execute = cfg.execute, "migration starting");
+    let result = Migration::new(cfg, controls_rx, progress_tx).run().await;
+    status.abort();
+    match result {
+        Ok(Outcome::Migrated { cut_over_lock }) => {
+            println!(
+                "# Done: {table} migrated; writes were blocked {} ms at cut-over",
+                cut_over_lock.as_millis()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Instant) => {
+            println!("# Done: {table} altered in place with ALGORITHM=INSTANT");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::DryRun { ghost_create_table }) => {
+            println!("# Dry run (no --execute): the migration is valid; nothing was changed.");
+            println!("# The new table would be:\n{ghost_create_table}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            error!(error = %e, "migration failed");
+            eprintln!("ghost migrate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// One status line per interval, in the spirit of gh-ost's.
+async fn status_lines(mut progress: watch::Receiver<Progress>, interval: Duration) {
+    let started = std::time::Instant::now();
+    loop {
+        let _ = tokio::time::timeout(interval, async {
+            loop {
+                if progress.changed().await.is_err() {
+                    return;
+                }
+                if progress.borrow().phase == Phase::Postponed {
+                    return;
+                }
+            }
+        })
+        .await;
+        let p = progress.borrow().clone();
+        let eta = match (p.phase, p.eta_seconds) {
+            (Phase::Postponed, _) => "postponed".to_string(),
+            (_, Some(s)) => format!("{s}s"),
+            _ => "due".to_string(),
+        };
+        let throttle = if p.throttle.active {
+            format!("throttled, {}", p.throttle.reason)
+        } else {
+            "migrating".to_string()
+        };
+        println!(
+            "Copy: {}/{} {:.1}%; Applied: {}; Backlog: {}; Time: {}s; ETA: {eta}; State: {:?} ({throttle}); Lag: {}",
+            p.rows_copied,
+            p.rows_estimate,
+            p.percent(),
+            p.events_applied,
+            p.backlog,
+            started.elapsed().as_secs(),
+            p.phase,
+            p.heartbeat_lag_millis
+                .map(|ms| format!("{:.2}s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "n/a".into()),
+        );
+        if p.phase.is_terminal() {
+            return;
+        }
+    }
+}
+
+fn init_logging(flags: &MigrateFlags) {
+    let level = if flags.quiet {
+        "error"
+    } else if flags.debug {
+        "debug"
+    } else if flags.verbose {
+        "info"
+    } else {
+        "warn"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ghost={level}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second initialisation (tests calling run twice) is harmless; ignore it.
+    let _ = if flags.log_format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn path(value: &str) -> Option<PathBuf> {
+    (!value.is_empty()).then(|| PathBuf::from(value))
+}
+
+/// Maps gh-ost's flags onto the engine's configuration and initial controls.
+fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
+    let alter = parse_alter(&flags.alter).map_err(|e| e.to_string())?;
+    let database = if flags.database.is_empty() {
+        alter.explicit_schema.clone().unwrap_or_default()
+    } else {
+        flags.database.clone()
+    };
+    let table = if flags.table.is_empty() {
+        alter.explicit_table.clone().unwrap_or_default()
+    } else {
+        flags.table.clone()
+    };
+    if database.is_empty() {
+        return Err(
+            "--database is required (or give a full `ALTER TABLE db.table ...` in --alter)".into(),
+        );
+    }
+    if table.is_empty() {
+        return Err(
+            "--table is required (or give a full `ALTER TABLE db.table ...` in --alter)".into(),
+        );
+    }
+    let inspector = ConnectionConfig::new(
+        flags.host.clone(),
+        flags.port,
+        flags.user.clone(),
+        flags.password.clone(),
+    );
+    let mut cfg = MigrationConfig::new(inspector.clone(), &database, &table, &alter.options);
+    if !flags.assume_master_host.is_empty() {
+        let (host, port) = split_host_port(&flags.assume_master_host)?;
+        let mut primary = ConnectionConfig {
+            host,
+            port,
+            ..inspector
+        };
+        if !flags.master_user.is_empty() {
+            primary.user = flags.master_user.clone();
+        }
+        if !flags.master_password.expose().is_empty() {
+            primary.password = flags.master_password.clone();
+        }
+        cfg.primary = Some(primary);
+    }
+    cfg.execute = flags.execute;
+    cfg.topology = if flags.test_on_replica {
+        Topology::TestOnReplica
+    } else if flags.migrate_on_replica {
+        Topology::MigrateOnReplica
+    } else {
+        Topology::Normal
+    };
+    cfg.allow_on_master = flags.allow_on_master;
+    cfg.assume_rbr = flags.assume_rbr;
+    cfg.replica_server_id = flags.replica_server_id;
+    cfg.exact_rowcount = flags.exact_rowcount;
+    cfg.default_retries = flags.default_retries.clamp(1, i64::from(u32::MAX)) as u32;
+    cfg.cut_over = match flags.cut_over.as_str() {
+        "two-step" => CutOverMode::TwoStep,
+        _ => CutOverMode::Atomic,
+    };
+    cfg.cut_over_lock_timeout =
+        Duration::from_secs(flags.cut_over_lock_timeout_seconds.clamp(1, 10) as u64);
+    cfg.cut_over_exponential_backoff = flags.cut_over_exponential_backoff;
+    cfg.exponential_backoff_max_interval =
+        Duration::from_secs(flags.exponential_backoff_max_interval.max(2) as u64);
+    cfg.initially_drop_ghost_table = flags.initially_drop_ghost_table;
+    cfg.initially_drop_old_table = flags.initially_drop_old_table;
+    cfg.ok_to_drop_table = flags.ok_to_drop_table;
+    cfg.timestamp_old_table = flags.timestamp_old_table;
+    cfg.force_table_names =
+        (!flags.force_table_names.is_empty()).then(|| flags.force_table_names.clone());
+    cfg.allow_nullable_unique_key = flags.allow_nullable_unique_key;
+    cfg.allow_zero_in_date = flags.allow_zero_in_date;
+    cfg.approve_renamed_columns = flags.approve_renamed_columns;
+    cfg.skip_renamed_columns = flags.skip_renamed_columns;
+    cfg.discard_foreign_keys = flags.discard_foreign_keys;
+    cfg.skip_foreign_key_checks = flags.skip_foreign_key_checks;
+    cfg.attempt_instant_ddl = flags.attempt_instant_ddl;
+    cfg.panic_on_warnings = flags.panic_on_warnings;
+    cfg.skip_strict_mode = flags.skip_strict_mode;
+    cfg.heartbeat_interval =
+        Duration::from_millis(flags.heartbeat_interval_millis.clamp(100, 1000) as u64);
+    cfg.include_triggers = flags.include_triggers;
+    cfg.trigger_suffix = flags.trigger_suffix.clone();
+    cfg.remove_trigger_suffix_if_exists = flags.remove_trigger_suffix_if_exists;
+    cfg.analyze_ghost_table_before_cutover = flags.analyze_ghost_table_before_cutover;
+    cfg.throttle_flag_file = path(&flags.throttle_flag_file);
+    cfg.throttle_additional_flag_file = path(&flags.throttle_additional_flag_file);
+    cfg.postpone_cut_over_flag_file = path(&flags.postpone_cut_over_flag_file);
+    cfg.panic_flag_file = path(&flags.panic_flag_file);
+
+    let controls = Controls {
+        chunk_size: flags.chunk_size.clamp(10, 100_000) as u64,
+        dml_batch_size: flags.dml_batch_size.clamp(1, 1000) as usize,
+        nice_ratio: flags.nice_ratio.clamp(0.0, 100.0),
+        max_lag: Duration::from_millis(flags.max_lag_millis.max(100) as u64),
+        max_load: parse_load_thresholds(&flags.max_load).map_err(|e| format!("--max-load: {e}"))?,
+        critical_load: parse_load_thresholds(&flags.critical_load)
+            .map_err(|e| format!("--critical-load: {e}"))?,
+        throttle_query: (!flags.throttle_query.is_empty()).then(|| flags.throttle_query.clone()),
+        throttle_http: (!flags.throttle_http.is_empty()).then(|| flags.throttle_http.clone()),
+        ..Controls::default()
+    };
+    Ok((cfg, controls))
+}
+
+/// `host[:port]`, `[v6]:port`; the port defaults to 3306.
+fn split_host_port(value: &str) -> Result<(String, u16), String> {
+    let bad = || format!("--assume-master-host {value:?} is not host[:port]");
+    if let Some(rest) = value.strip_prefix('[') {
+        let (host, tail) = rest.split_once(']').ok_or_else(bad)?;
+        let port = match tail.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| bad())?,
+            None if tail.is_empty() => 3306,
+            None => return Err(bad()),
+        };
+        return Ok((host.to_string(), port));
+    }
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => {
+            Ok((host.to_string(), port.parse().map_err(|_| bad())?))
+        }
+        _ if !value.is_empty() => Ok((value.to_string(), 3306)),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &[&str]) -> Vec<String> {
+        line.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn splits_master_host() {
+        assert_eq!(split_host_port("db1:3307").unwrap(), ("db1".into(), 3307));
+        assert_eq!(split_host_port("db1").unwrap(), ("db1".into(), 3306));
+        assert_eq!(split_host_port("[::1]:3307").unwrap(), ("::1".into(), 3307));
+        assert!(split_host_port("db1:x").is_err());
+    }
+
+    #[test]
+    fn builds_config_from_gh_ost_flags() {
+        let flags = parse_migrate_flags(
+            &args(&[
+                "--host=127.0.0.1",
+                "--port=23307",
+                "--user=u",
+                "--password=p",
+                "--assume-master-host=127.0.0.1:23306",
+                "--alter=ALTER TABLE test.t ADD COLUMN x INT",
+                "--test-on-replica",
+                "--chunk-size=5",
+                "--max-load=Threads_running=30",
+                "--cut-over=two-step",
+                "--execute",
+            ]),
+            &|_| None,
+        )
+        .unwrap();
+        let (cfg, controls) = build(&flags).unwrap();
+        assert_eq!(cfg.database, "test");
+        assert_eq!(cfg.table, "t");
+        assert_eq!(cfg.alter, "ADD COLUMN x INT");
+        assert_eq!(cfg.topology, Topology::TestOnReplica);
+        assert_eq!(cfg.cut_over, CutOverMode::TwoStep);
+        assert_eq!(cfg.primary.as_ref().map(|p| p.port), Some(23306));
+        assert_eq!(
+            cfg.primary
+                .as_ref()
+                .map(|p| p.password.expose().to_string()),
+            Some("p".into())
+        );
+        assert_eq!(controls.chunk_size, 10, "clamped like gh-ost");
+        assert_eq!(controls.max_load, vec![("Threads_running".to_string(), 30)]);
+        assert!(cfg.execute);
+    }
+
+    #[test]
+    fn refuses_missing_table() {
+        let flags = parse_migrate_flags(
+            &args(&["--database=test", "--alter=ADD COLUMN x INT"]),
+            &|_| None,
+        )
+        .unwrap();
+        let err = build(&flags).unwrap_err();
+        assert!(err.contains("--table is required"), "{err}");
+    }
+}
