@@ -1537,7 +1537,9 @@ mod tests {
         assert_eq!(ok(&["--chunk-size=0x64"]).chunk_size, 100);
         assert_eq!(ok(&["--chunk-size=1_000"]).chunk_size, 1000);
         assert_eq!(ok(&["--chunk-size=+500"]).chunk_size, 500);
-        assert_eq!(ok(&["--chunk-size=010"]).chunk_size, 10);
+        // Go reads a leading 0 as octal.
+        assert_eq!(ok(&["--chunk-size=0100"]).chunk_size, 64);
+        assert_eq!(parse_go_int("010"), Some(8));
         assert_eq!(parse_go_int("-9223372036854775808"), Some(i64::MIN));
         assert_eq!(parse_go_int("9223372036854775808"), None);
         assert_eq!(parse_go_int("1__0"), None);

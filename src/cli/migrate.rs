@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use super::flags::{MigrateFlags, parse_migrate_flags, usage};
 use crate::engine::alter::parse_alter;
@@ -118,7 +118,7 @@ async fn migrate(cfg: MigrationConfig, controls: Controls, flags: &MigrateFlags)
             ExitCode::SUCCESS
         }
         Err(e) => {
-            error!(error = %e, "migration failed");
+            // One line, and only one: the cause and the fix.
             eprintln!("ghost migrate: {e}");
             ExitCode::FAILURE
         }

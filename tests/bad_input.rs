@@ -1,0 +1,243 @@
+//! Refusals: each bad input fails with one line naming the cause and the fix, a non-zero exit,
+//! and nothing left behind in the database.
+
+mod common;
+
+use std::process::Command;
+
+use mysql_async::prelude::Queryable;
+
+struct Run {
+    code: i32,
+    stderr: String,
+}
+
+fn ghost_migrate(args: &[String]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
+        .arg("migrate")
+        .args(args)
+        .output()
+        .expect("run ghost");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn base_args(schema: &str, table: &str, alter: &str) -> Vec<String> {
+    let p = common::primary();
+    vec![
+        format!("--host={}", p.host),
+        format!("--port={}", p.port),
+        format!("--user={}", p.user),
+        format!("--password={}", p.password.expose()),
+        format!("--database={schema}"),
+        format!("--table={table}"),
+        format!("--alter={alter}"),
+        "--allow-on-master".into(),
+        format!("--replica-server-id={}", common::unique_server_id()),
+        "--execute".into(),
+    ]
+}
+
+/// The run failed with exactly one line that contains every `expected` fragment, and left no
+/// ghost-owned table in the schema.
+async fn assert_refused(
+    schema: &common::TestSchema,
+    run: &Run,
+    expected: &[&str],
+    allowed_tables: &[&str],
+) {
+    assert_ne!(run.code, 0, "must fail: {}", run.stderr);
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "one line of error, got: {:?}", run.stderr);
+    let line = lines[0];
+    assert!(line.starts_with("ghost migrate: "), "{line}");
+    for fragment in expected {
+        assert!(line.contains(fragment), "expected {fragment:?} in: {line}");
+    }
+    assert!(!line.contains("ghost-pass"), "the password leaked: {line}");
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    let tables: Vec<String> = conn
+        .query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME LIKE '\\_%'")
+        .await
+        .expect("tables");
+    let leftovers: Vec<&String> = tables
+        .iter()
+        .filter(|t| !allowed_tables.contains(&t.as_str()))
+        .collect();
+    assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
+}
+
+async fn setup(prefix: &str, ddl: &str) -> common::TestSchema {
+    let schema = common::TestSchema::create(prefix).await;
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    conn.query_drop(ddl).await.expect("setup ddl");
+    schema
+}
+
+#[tokio::test]
+async fn no_unique_key() {
+    let s = setup(
+        "nokey",
+        "CREATE TABLE t (a INT, b INT); INSERT INTO t VALUES (1, 2)",
+    )
+    .await;
+    let run = ghost_migrate(&base_args(&s.name, "t", "ADD COLUMN c INT"));
+    assert_refused(&s, &run, &["no PRIMARY nor UNIQUE key", "add one"], &[]).await;
+}
+
+#[tokio::test]
+async fn only_a_nullable_unique_key() {
+    let s = setup(
+        "nullkey",
+        "CREATE TABLE t (a INT NULL, b INT, UNIQUE KEY (a))",
+    )
+    .await;
+    let run = ghost_migrate(&base_args(&s.name, "t", "ADD COLUMN c INT"));
+    assert_refused(&s, &run, &["nullable", "--allow-nullable-unique-key"], &[]).await;
+}
+
+#[tokio::test]
+async fn only_a_float_unique_key() {
+    let s = setup(
+        "floatkey",
+        "CREATE TABLE t (f FLOAT NOT NULL, b INT, UNIQUE KEY (f))",
+    )
+    .await;
+    let run = ghost_migrate(&base_args(&s.name, "t", "ADD COLUMN c INT"));
+    assert_refused(&s, &run, &["no shared unique key", "FLOAT"], &[]).await;
+}
+
+#[tokio::test]
+async fn referenced_by_a_foreign_key() {
+    let s = setup(
+        "fkparent",
+        "CREATE TABLE t (id INT PRIMARY KEY); CREATE TABLE child (id INT PRIMARY KEY, t_id INT, FOREIGN KEY (t_id) REFERENCES t (id))",
+    )
+    .await;
+    let run = ghost_migrate(&base_args(&s.name, "t", "ADD COLUMN c INT"));
+    assert_refused(
+        &s,
+        &run,
+        &["reference it with foreign keys", "Drop those foreign keys"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_table() {
+    let s = setup("notable", "CREATE TABLE other (id INT PRIMARY KEY)").await;
+    let run = ghost_migrate(&base_args(&s.name, "nope", "ADD COLUMN c INT"));
+    assert_refused(&s, &run, &["`nope` does not exist"], &[]).await;
+}
+
+#[tokio::test]
+async fn unknown_column() {
+    let s = setup("nocolumn", "CREATE TABLE t (id INT PRIMARY KEY, a INT)").await;
+    let run = ghost_migrate(&base_args(&s.name, "t", "DROP COLUMN nope"));
+    assert_refused(
+        &s,
+        &run,
+        &["the ALTER fails on the ghost table", "nope"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_alter() {
+    let s = setup("badalter", "CREATE TABLE t (id INT PRIMARY KEY, a INT)").await;
+    let run = ghost_migrate(&base_args(&s.name, "t", "ADD COLUMN"));
+    assert_refused(
+        &s,
+        &run,
+        &["the ALTER fails on the ghost table", "syntax"],
+        &[],
+    )
+    .await;
+    let run = ghost_migrate(&base_args(&s.name, "t", "RENAME TO t2"));
+    assert_refused(&s, &run, &["RENAME"], &[]).await;
+    let run = ghost_migrate(&base_args(&s.name, "t", "CHANGE a b INT"));
+    assert_refused(&s, &run, &["--approve-renamed-columns"], &[]).await;
+}
+
+#[tokio::test]
+async fn wrong_password() {
+    let s = setup("password", "CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let mut args = base_args(&s.name, "t", "ADD COLUMN c INT");
+    args[3] = "--password=not-the-password".into();
+    let run = ghost_migrate(&args);
+    assert_refused(&s, &run, &["cannot connect to", "Access denied"], &[]).await;
+    assert!(!run.stderr.contains("not-the-password"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn missing_grants() {
+    let s = setup("grants", "CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let user = format!("weak_{}", &s.name[s.name.len() - 8..]);
+    let mut admin = common::primary_admin().connect().await.expect("admin");
+    admin
+        .query_drop(format!(
+            "CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY 'weak-pass'; GRANT SELECT ON `{}`.* TO '{user}'@'127.0.0.1'",
+            s.name
+        ))
+        .await
+        .expect("create weak user");
+    let mut args = base_args(&s.name, "t", "ADD COLUMN c INT");
+    args[2] = format!("--user={user}");
+    args[3] = "--password=weak-pass".into();
+    let run = ghost_migrate(&args);
+    admin
+        .query_drop(format!("DROP USER '{user}'@'127.0.0.1'"))
+        .await
+        .expect("drop weak user");
+    assert_refused(
+        &s,
+        &run,
+        &["lacks", "REPLICATION SLAVE", "ALTER", "GRANT"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn leftover_ghost_table() {
+    let s = setup(
+        "leftover",
+        "CREATE TABLE t (id INT PRIMARY KEY); CREATE TABLE _t_gho (id INT PRIMARY KEY)",
+    )
+    .await;
+    let run = ghost_migrate(&base_args(&s.name, "t", "ADD COLUMN c INT"));
+    // The user's leftover stays; nothing else is created.
+    assert_refused(
+        &s,
+        &run,
+        &["_t_gho", "exists", "--initially-drop-ghost-table"],
+        &["_t_gho"],
+    )
+    .await;
+    let mut args = base_args(&s.name, "t", "ADD COLUMN c INT");
+    args.push("--initially-drop-ghost-table".into());
+    let ok = ghost_migrate(&args);
+    assert_eq!(ok.code, 0, "with the flag it runs: {}", ok.stderr);
+}
+
+#[tokio::test]
+async fn unknown_flag_suggests_the_right_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
+        .args(["migrate", "--chunck-size=100"])
+        .output()
+        .expect("run ghost");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("unknown flag --chunck-size; did you mean --chunk-size?"),
+        "{stderr}"
+    );
+}
