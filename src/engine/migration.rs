@@ -41,6 +41,12 @@ pub enum Outcome {
     DryRun { ghost_create_table: String },
 }
 
+#[derive(Clone, Copy)]
+enum Wait {
+    Idle(Duration),
+    Total(Duration),
+}
+
 enum StreamMsg {
     Item(StreamItem),
     Failed(EngineError),
@@ -405,7 +411,7 @@ impl Run {
         self.wait_for_state(
             &mut live,
             STATE_GHOST_TABLE_MIGRATED,
-            Duration::from_secs(30),
+            Wait::Idle(Duration::from_secs(30)),
         )
         .await?;
 
@@ -831,14 +837,15 @@ impl Run {
     }
 
     /// Applies events until the changelog state `state` has been seen in the stream: every change
-    /// logged before it is then applied.
-    async fn wait_for_state(
-        &mut self,
-        live: &mut Live,
-        state: &str,
-        timeout: Duration,
-    ) -> Result<()> {
-        let deadline = Instant::now() + timeout;
+    /// logged before it is then applied. With `Wait::Idle` the limit counts only time without any
+    /// event (a lagging replica may deliver a long backlog first); `Wait::Total` is a hard limit
+    /// (the table is locked).
+    async fn wait_for_state(&mut self, live: &mut Live, state: &str, wait: Wait) -> Result<()> {
+        let (timeout, idle) = match wait {
+            Wait::Idle(t) => (t, true),
+            Wait::Total(t) => (t, false),
+        };
+        let mut deadline = Instant::now() + timeout;
         while !live.states_seen.contains(state) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -849,7 +856,12 @@ impl Run {
             match tokio::time::timeout(left.min(Duration::from_millis(50)), live.events.recv())
                 .await
             {
-                Ok(Some(msg)) => self.handle_stream_msg(live, msg).await?,
+                Ok(Some(msg)) => {
+                    if idle {
+                        deadline = Instant::now() + timeout;
+                    }
+                    self.handle_stream_msg(live, msg).await?
+                }
                 Ok(None) => return Err(EngineError::Stream("the binlog stream task ended".into())),
                 Err(_) => self.flush(live).await?,
             }
@@ -1012,7 +1024,8 @@ impl Run {
         self.changelog()
             .write_state(&mut self.ddl_conn, &marker)
             .await?;
-        self.wait_for_state(live, &marker, timeout).await?;
+        self.wait_for_state(live, &marker, Wait::Total(timeout))
+            .await?;
         if self.cfg.include_triggers {
             self.create_ghost_triggers().await?;
         }
@@ -1078,7 +1091,7 @@ impl Run {
             self.changelog()
                 .write_state(&mut self.ddl_conn, &marker)
                 .await?;
-            self.wait_for_state(live, &marker, self.cfg.cut_over_lock_timeout)
+            self.wait_for_state(live, &marker, Wait::Total(self.cfg.cut_over_lock_timeout))
                 .await?;
             if self.cfg.include_triggers {
                 self.create_ghost_triggers().await?;
