@@ -152,6 +152,13 @@ impl Run {
         controls: watch::Receiver<Controls>,
         progress: watch::Sender<Progress>,
     ) -> Result<Self> {
+        // Every session works in the migrated schema, as gh-ost's DSN does (throttle queries and
+        // hooks name tables without a schema).
+        let mut cfg = cfg;
+        cfg.inspector.database = Some(cfg.database.clone());
+        if let Some(primary) = cfg.primary.as_mut() {
+            primary.database = Some(cfg.database.clone());
+        }
         let alter = parse_alter(&cfg.alter).map_err(|e| EngineError::Refused(e.to_string()))?;
         if !alter.renamed_columns.is_empty()
             && !cfg.approve_renamed_columns
@@ -431,7 +438,7 @@ impl Run {
             .await?;
         let range = live.copier.key_range(&mut live.copy_conn).await?;
         self.copy_rows(&mut live, range).await?;
-        info!("row copy complete");
+        info!("Row copy complete");
 
         let lock_time = self.cut_over_with_retries(&mut live).await?;
         self.finish(&mut live).await?;
