@@ -630,6 +630,9 @@ fn execute(ctx: &Ctx, case: &Case, log: &mut CaseLog) -> Result<GhostRun, Failur
         .source(&case.files.create_sql)
         .map_err(|e| format!("create.sql: {e}"))?;
     if let Some(before) = &case.files.before_sql {
+        // The replica first applies the case's data: a before.sql setting (a tiny
+        // max_binlog_cache_size, say) must not break replication of it.
+        wait_caught_up(ctx)?;
         for db in [&ctx.primary, &ctx.replica] {
             db.source(before).map_err(|e| format!("before.sql: {e}"))?;
         }

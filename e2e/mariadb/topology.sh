@@ -209,6 +209,7 @@ start_server() {
     --character-set-server=utf8mb4
     --collation-server=utf8mb4_general_ci
     --performance-schema=OFF
+    --log-bin-trust-function-creators=ON
   )
   if [[ $role == primary ]]; then
     args+=(--server-id=1 --event-scheduler=ON)

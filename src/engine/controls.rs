@@ -10,6 +10,8 @@ pub struct Controls {
     pub throttle: bool,
     /// Row copy may finish, but cut-over waits while this is set.
     pub postpone_cut_over: bool,
+    /// The user said "cut over now" (gh-ost's `unpostpone`): overrides the postpone flag file.
+    pub cut_over_requested: bool,
     /// Abort now and drop the ghost and changelog tables.
     pub panic: bool,
     pub chunk_size: u64,
@@ -24,6 +26,8 @@ pub struct Controls {
     /// A query on the applier whose value > 0 throttles.
     pub throttle_query: Option<String>,
     pub throttle_http: Option<String>,
+    /// `host:port` of replicas whose lag (heartbeat age) throttles the migration.
+    pub throttle_control_replicas: Vec<String>,
 }
 
 impl Default for Controls {
@@ -40,6 +44,8 @@ impl Default for Controls {
             critical_load: Vec::new(),
             throttle_query: None,
             throttle_http: None,
+            throttle_control_replicas: Vec::new(),
+            cut_over_requested: false,
         }
     }
 }

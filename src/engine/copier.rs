@@ -58,6 +58,9 @@ pub struct Copier {
     ghost: String,
     key_name: String,
     key_columns: Vec<String>,
+    /// ENUM key columns are read as their member index (`col+0`): compared with a number, an ENUM
+    /// compares by index, which is also its index order; compared with a string it would not be.
+    enum_keys: Vec<bool>,
     source_columns: Vec<String>,
     ghost_columns: Vec<String>,
     share_lock: &'static str,
@@ -78,6 +81,7 @@ impl Copier {
         ghost_table: &str,
         key_name: &str,
         key_columns: Vec<String>,
+        enum_keys: Vec<bool>,
         column_map: &[(String, String)],
         share_lock: &'static str,
     ) -> Self {
@@ -86,6 +90,7 @@ impl Copier {
             ghost: qualified(schema, ghost_table),
             key_name: key_name.to_string(),
             key_columns,
+            enum_keys,
             source_columns: column_map.iter().map(|(s, _)| s.clone()).collect(),
             ghost_columns: column_map.iter().map(|(_, g)| g.clone()).collect(),
             share_lock,
@@ -103,7 +108,14 @@ impl Copier {
     fn select_key(&self) -> String {
         self.key_columns
             .iter()
-            .map(|c| quote_ident(c))
+            .enumerate()
+            .map(|(i, c)| {
+                if self.enum_keys.get(i).copied().unwrap_or(false) {
+                    format!("{}+0 AS {}", quote_ident(c), quote_ident(c))
+                } else {
+                    quote_ident(c)
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -255,15 +267,19 @@ pub async fn fail_on_warnings(conn: &mut Conn, migration_key: &str, what: &str) 
         .query("SHOW WARNINGS")
         .await
         .sql_context(|| "reading warnings".into())?;
-    for (_level, code, message) in warnings {
-        if is_migration_key_duplicate(&message, migration_key) {
-            continue;
-        }
-        return Err(EngineError::Warnings(format!(
-            "{what}: warning {code}: {message} (--panic-on-warnings)"
-        )));
+    // Every offending warning is reported, as gh-ost does: the first is often a consequence.
+    let offending: Vec<String> = warnings
+        .into_iter()
+        .filter(|(_, _, message)| !is_migration_key_duplicate(message, migration_key))
+        .map(|(level, code, message)| format!("{level}: {message} (code {code})"))
+        .collect();
+    if offending.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    Err(EngineError::Warnings(format!(
+        "{what}: {} (--panic-on-warnings)",
+        offending.join("; ")
+    )))
 }
 
 /// `Duplicate entry '…' for key 'PRIMARY'` or, on MySQL 8.0.19+, `… for key '_t_gho.PRIMARY'`.

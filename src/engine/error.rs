@@ -10,7 +10,7 @@ pub enum EngineError {
         #[source]
         source: mysql_async::Error,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", server_error_text(.source))]
     Sql {
         context: String,
         #[source]
@@ -42,7 +42,8 @@ pub enum EngineError {
     SchemaChanged { table: String, reason: String },
     #[error("{0}")]
     Refused(String),
-    #[error("warnings detected: {0}")]
+    /// gh-ost's wording, which its test corpus and users' alerting match on.
+    #[error("ERROR warnings detected in {0}")]
     Warnings(String),
     #[error("cut-over failed: {0}")]
     CutOver(String),
@@ -59,6 +60,15 @@ pub enum EngineError {
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Server errors in the form MySQL users know from the client and from gh-ost:
+/// `Error 1067 (42000): Invalid default value for 'dt'`.
+pub fn server_error_text(error: &mysql_async::Error) -> String {
+    match error {
+        mysql_async::Error::Server(s) => format!("Error {} ({}): {}", s.code, s.state, s.message),
+        other => other.to_string(),
+    }
+}
 
 /// Attaches a human context to a mysql_async error.
 pub trait SqlContext<T> {

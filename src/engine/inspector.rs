@@ -102,13 +102,13 @@ pub fn choose_shared_key(
     if original_keys.is_empty() {
         return Err(EngineError::UnsupportedTable {
             table: original.qualified_name(),
-            reason: "no PRIMARY nor UNIQUE key found: add one (e.g. an AUTO_INCREMENT primary key) first".into(),
+            reason: "no PRIMARY nor UNIQUE key found in table: add one (e.g. an AUTO_INCREMENT primary key) first".into(),
         });
     }
     if ghost_keys.is_empty() {
         return Err(EngineError::UnsupportedTable {
             table: original.qualified_name(),
-            reason: "the ALTER leaves no PRIMARY nor UNIQUE key on the new table; keep one".into(),
+            reason: "no PRIMARY nor UNIQUE key found in table after the ALTER: the new table needs one; keep a unique key".into(),
         });
     }
     let usable = |key: &UniqueKey| {
@@ -150,7 +150,7 @@ pub fn choose_shared_key(
     let Some(best) = candidates.first() else {
         return Err(EngineError::UnsupportedTable {
             table: original.qualified_name(),
-            reason: "no shared unique key: the table and the ALTER's result have no unique key in common \
+            reason: "no shared unique key can be found: the table and the ALTER's result have no unique key in common \
                      (FLOAT and JSON keys do not count); keep a unique key's columns unchanged"
                 .into(),
         });
@@ -377,7 +377,11 @@ mod tests {
         );
         let err =
             choose_shared_key(&t, &orig, &[key("PRIMARY", &["i"], false)], false).unwrap_err();
-        assert!(err.to_string().contains("no shared unique key"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("no shared unique key can be found"),
+            "{err}"
+        );
         // Case matters, as in gh-ost: `modify ID int` leaves no shared key.
         assert!(choose_shared_key(&t, &orig, &[key("PRIMARY", &["ID"], false)], false).is_err());
     }

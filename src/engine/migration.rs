@@ -207,7 +207,7 @@ impl Run {
         if original_keys.is_empty() {
             return Err(EngineError::UnsupportedTable {
                 table: original.qualified_name(),
-                reason: "no PRIMARY nor UNIQUE key found: add one (e.g. an AUTO_INCREMENT primary key) first".into(),
+                reason: "no PRIMARY nor UNIQUE key found in table: add one (e.g. an AUTO_INCREMENT primary key) first".into(),
             });
         }
         if !cfg.skip_foreign_key_checks {
@@ -224,7 +224,7 @@ impl Run {
             if child > 0 && !cfg.discard_foreign_keys {
                 return Err(EngineError::UnsupportedTable {
                     table: original.qualified_name(),
-                    reason: "it has foreign keys to other tables; pass --discard-foreign-keys to migrate it without them".into(),
+                    reason: "Child-side foreign keys are not supported. Bailing out: pass --discard-foreign-keys to migrate it without them".into(),
                 });
             }
         }
@@ -242,8 +242,9 @@ impl Run {
                 .then(|| chrono::Local::now().format("%Y%m%d%H%M%S").to_string())
                 .as_deref(),
         );
-        if cfg.include_triggers {
+        if cfg.include_triggers && !triggers.is_empty() {
             check_ghost_trigger_names(&mut ddl_conn, &cfg, &triggers).await?;
+            check_can_create_triggers(&mut ddl_conn).await?;
         }
 
         // One migration per table at a time, across processes and hosts.
@@ -387,6 +388,14 @@ impl Run {
             &self.names.ghost,
             &key.name,
             key.columns.clone(),
+            key.columns
+                .iter()
+                .map(|c| {
+                    self.original
+                        .column_index(c)
+                        .is_some_and(|i| self.original.columns[i].kind == ColumnKind::Enum)
+                })
+                .collect(),
             &column_map,
             self.server.share_lock_clause(),
         );
@@ -525,7 +534,13 @@ impl Run {
         self.ddl_conn
             .query_drop(format!("CREATE TABLE {ghost} LIKE {original}"))
             .await
-            .sql_context(|| format!("creating {ghost}"))?;
+            .map_err(|e| {
+                EngineError::Refused(format!(
+                    "FATAL {}: creating the ghost table {ghost} like the original fails; \
+                     fix the original's definition (or the session's sql_mode) first",
+                    super::error::server_error_text(&e)
+                ))
+            })?;
         let alter = format!("ALTER TABLE {ghost} {}", self.alter.options);
         self.ddl_conn.query_drop(&alter).await.map_err(|e| {
             EngineError::Refused(format!("the ALTER fails on the ghost table: {e}"))
@@ -596,8 +611,8 @@ impl Run {
                 && matches!(ghost.columns[g].kind, ColumnKind::Timestamp { .. })
             {
                 return Err(EngineError::Refused(format!(
-                    "the ALTER changes key column `{column}` from DATETIME to TIMESTAMP, which cannot be matched exactly \
-                     during the migration; change it in a separate step or choose another key"
+                    "no support at this time for converting a column from DATETIME to TIMESTAMP that is also part of the \
+                     chosen unique key (`{column}`); change it in a separate step or keep another unique key"
                 )));
             }
         }
@@ -759,10 +774,9 @@ impl Run {
         loop {
             match live.events.try_recv() {
                 Ok(msg) => self.handle_stream_msg(live, msg).await?,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    self.flush(live).await?;
-                    return Ok(());
-                }
+                // The rest of a transaction is on its way: batches end at commits (or when full),
+                // so a batch never splits a source transaction.
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(()),
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     return Err(EngineError::Stream("the binlog stream task ended".into()));
                 }
@@ -870,7 +884,7 @@ impl Run {
                     self.handle_stream_msg(live, msg).await?
                 }
                 Ok(None) => return Err(EngineError::Stream("the binlog stream task ended".into())),
-                Err(_) => self.flush(live).await?,
+                Err(_) => {}
             }
         }
         self.flush(live).await
@@ -1351,6 +1365,35 @@ async fn check_ghost_trigger_names(
         }
     }
     Ok(())
+}
+
+/// With binary logging on, CREATE TRIGGER needs SUPER or log_bin_trust_function_creators: find out
+/// before copying, not at cut-over.
+async fn check_can_create_triggers(conn: &mut Conn) -> Result<()> {
+    let trusted: Option<Option<String>> = conn
+        .query_first("SELECT @@global.log_bin_trust_function_creators")
+        .await
+        .sql_context(|| "reading log_bin_trust_function_creators".into())?;
+    let trusted = trusted.flatten().unwrap_or_default();
+    if trusted == "1" || trusted.eq_ignore_ascii_case("ON") {
+        return Ok(());
+    }
+    let grants: Vec<String> = conn
+        .query("SHOW GRANTS FOR CURRENT_USER()")
+        .await
+        .sql_context(|| "reading grants".into())?;
+    let upper: Vec<String> = grants.iter().map(|g| g.to_ascii_uppercase()).collect();
+    if upper
+        .iter()
+        .any(|g| g.contains(" ON *.*") && (g.contains("SUPER") || g.contains("ALL PRIVILEGES")))
+    {
+        return Ok(());
+    }
+    Err(EngineError::Refused(
+        "--include-triggers: creating triggers with binary logging on needs SUPER, or \
+         SET GLOBAL log_bin_trust_function_creators=ON on the server"
+            .into(),
+    ))
 }
 
 /// gh-ost's ghost trigger name: the suffix appended, or removed when the name already ends with it

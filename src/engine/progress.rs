@@ -45,6 +45,8 @@ pub struct Progress {
     pub eta_seconds: Option<u64>,
     /// Now minus the last heartbeat seen in the binary log.
     pub heartbeat_lag_millis: Option<u64>,
+    /// The largest lag among the inspected replica and the throttle-control replicas.
+    pub replica_lag_millis: Option<u64>,
     pub throttle: ThrottleState,
     pub cut_over_attempts: u32,
     /// How long writes to the table were blocked by the successful cut-over.
