@@ -66,6 +66,15 @@ pub struct Copier {
     share_lock: &'static str,
 }
 
+/// The unique key the copy walks.
+#[derive(Clone, Debug)]
+pub struct CopyKey {
+    pub name: String,
+    pub columns: Vec<String>,
+    /// Which of `columns` are ENUMs (read and compared by member index).
+    pub enum_columns: Vec<bool>,
+}
+
 /// The result of one chunk.
 #[derive(Clone, Debug)]
 pub struct ChunkResult {
@@ -79,18 +88,16 @@ impl Copier {
         schema: &str,
         source_table: &str,
         ghost_table: &str,
-        key_name: &str,
-        key_columns: Vec<String>,
-        enum_keys: Vec<bool>,
+        key: CopyKey,
         column_map: &[(String, String)],
         share_lock: &'static str,
     ) -> Self {
         Self {
             source: qualified(schema, source_table),
             ghost: qualified(schema, ghost_table),
-            key_name: key_name.to_string(),
-            key_columns,
-            enum_keys,
+            key_name: key.name,
+            key_columns: key.columns,
+            enum_keys: key.enum_columns,
             source_columns: column_map.iter().map(|(s, _)| s.clone()).collect(),
             ghost_columns: column_map.iter().map(|(_, g)| g.clone()).collect(),
             share_lock,

@@ -18,7 +18,7 @@ use super::changelog::{
 use super::config::{CutOverMode, MigrationConfig, Topology};
 use super::conn::ConnectionConfig;
 use super::controls::Controls;
-use super::copier::{Copier, KeyTuple};
+use super::copier::{Copier, CopyKey, KeyTuple};
 use super::cutover::CutOverTables;
 use super::dialect::ServerInfo;
 use super::error::{EngineError, Result, SqlContext};
@@ -382,13 +382,11 @@ impl Run {
             &key.columns,
             &self.time_zone,
         )?;
-        let copier = Copier::new(
-            &self.cfg.database,
-            &self.cfg.table,
-            &self.names.ghost,
-            &key.name,
-            key.columns.clone(),
-            key.columns
+        let copy_key = CopyKey {
+            name: key.name.clone(),
+            columns: key.columns.clone(),
+            enum_columns: key
+                .columns
                 .iter()
                 .map(|c| {
                     self.original
@@ -396,6 +394,12 @@ impl Run {
                         .is_some_and(|i| self.original.columns[i].kind == ColumnKind::Enum)
                 })
                 .collect(),
+        };
+        let copier = Copier::new(
+            &self.cfg.database,
+            &self.cfg.table,
+            &self.names.ghost,
+            copy_key,
             &column_map,
             self.server.share_lock_clause(),
         );
