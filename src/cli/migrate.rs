@@ -313,6 +313,11 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     cfg.throttle_additional_flag_file = path(&flags.throttle_additional_flag_file);
     cfg.postpone_cut_over_flag_file = path(&flags.postpone_cut_over_flag_file);
     cfg.panic_flag_file = path(&flags.panic_flag_file);
+    cfg.checkpoint_interval = flags
+        .checkpoint
+        .then(|| Duration::from_secs(flags.checkpoint_seconds.max(10) as u64));
+    cfg.resume = flags.resume;
+    cfg.use_gtid = flags.gtid;
 
     let controls = Controls {
         chunk_size: flags.chunk_size.clamp(10, 100_000) as u64,

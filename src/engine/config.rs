@@ -67,6 +67,12 @@ pub struct MigrationConfig {
     pub throttle_additional_flag_file: Option<PathBuf>,
     pub postpone_cut_over_flag_file: Option<PathBuf>,
     pub panic_flag_file: Option<PathBuf>,
+    /// Write a checkpoint this often (gh-ost `--checkpoint --checkpoint-seconds`).
+    pub checkpoint_interval: Option<Duration>,
+    /// Continue from the last checkpoint instead of starting over.
+    pub resume: bool,
+    /// Resume the stream by GTID instead of file/position (any replica can serve it).
+    pub use_gtid: bool,
 }
 
 impl MigrationConfig {
@@ -112,6 +118,9 @@ impl MigrationConfig {
             throttle_additional_flag_file: None,
             postpone_cut_over_flag_file: None,
             panic_flag_file: None,
+            checkpoint_interval: None,
+            resume: false,
+            use_gtid: false,
         }
     }
 }

@@ -15,6 +15,7 @@ use super::changelog::{
     Changelog, ChangelogEvent, STATE_ALL_EVENTS_UP_TO_LOCK, STATE_GHOST_TABLE_MIGRATED,
     STATE_MIGRATED, STATE_READ_RANGE, interpret,
 };
+use super::checkpoint::{Checkpoint, CheckpointTable};
 use super::config::{CutOverMode, MigrationConfig, Topology};
 use super::conn::ConnectionConfig;
 use super::controls::Controls;
@@ -91,7 +92,7 @@ impl Migration {
         match &result {
             Ok(_) => run.progress.send_modify(|p| p.phase = Phase::Succeeded),
             Err(e) => {
-                if let Err(cleanup) = run.cleanup_after_failure().await {
+                if let Err(cleanup) = run.cleanup_after_failure(cancelled).await {
                     warn!(error = %cleanup, "cleanup after failure");
                 }
                 run.progress.send_modify(|p| {
@@ -127,6 +128,10 @@ struct Run {
     original: Arc<TableSchema>,
     original_keys: Vec<UniqueKey>,
     created_tables: bool,
+    /// The checkpoint a `--resume` continues from.
+    resume_from: Option<Checkpoint>,
+    last_checkpoint: Instant,
+    checkpoints_written: u64,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     streamer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -261,7 +266,12 @@ impl Run {
             )));
         }
 
-        // Leftovers of an earlier run.
+        let resume_from = if cfg.resume {
+            Some(read_resume_checkpoint(&mut ddl_conn, &cfg, &names).await?)
+        } else {
+            None
+        };
+        // Leftovers of an earlier run (a resume continues with them instead).
         for (name, drop_ok, flag) in [
             (
                 &names.ghost,
@@ -274,6 +284,9 @@ impl Run {
                 "--initially-drop-old-table",
             ),
         ] {
+            if cfg.resume {
+                break;
+            }
             if inspector::table_exists(&mut ddl_conn, &cfg.database, name).await? {
                 if !drop_ok {
                     return Err(EngineError::Refused(format!(
@@ -307,6 +320,9 @@ impl Run {
             original,
             original_keys,
             created_tables: false,
+            resume_from,
+            last_checkpoint: Instant::now(),
+            checkpoints_written: 0,
             heartbeat: None,
             streamer: None,
         })
@@ -327,8 +343,14 @@ impl Run {
 
         // The stream starts before the ghost table exists, so its creation is seen in it.
         let changelog = self.changelog();
-        changelog.recreate(&mut self.ddl_conn).await?;
+        let resuming = self.resume_from.is_some();
         self.created_tables = true;
+        if !resuming {
+            changelog.recreate(&mut self.ddl_conn).await?;
+            if let Some(table) = self.checkpoint_table() {
+                table.recreate(&mut self.ddl_conn).await?;
+            }
+        }
         let changelog_schema = Arc::new(
             TableSchema::load(
                 &mut self.ddl_conn,
@@ -340,10 +362,12 @@ impl Run {
         let events = self.start_streamer(changelog_schema).await?;
         self.start_heartbeat();
 
-        self.create_ghost_table().await?;
-        changelog
-            .write_state(&mut self.ddl_conn, STATE_GHOST_TABLE_MIGRATED)
-            .await?;
+        if !resuming {
+            self.create_ghost_table().await?;
+            changelog
+                .write_state(&mut self.ddl_conn, STATE_GHOST_TABLE_MIGRATED)
+                .await?;
+        }
 
         let ghost =
             TableSchema::load(&mut self.ddl_conn, &self.cfg.database, &self.names.ghost).await?;
@@ -428,12 +452,14 @@ impl Run {
             last_heartbeat: None,
             applied_position: None,
         };
-        self.wait_for_state(
-            &mut live,
-            STATE_GHOST_TABLE_MIGRATED,
-            Wait::Idle(Duration::from_secs(30)),
-        )
-        .await?;
+        if !resuming {
+            self.wait_for_state(
+                &mut live,
+                STATE_GHOST_TABLE_MIGRATED,
+                Wait::Idle(Duration::from_secs(30)),
+            )
+            .await?;
+        }
 
         let estimate = if self.cfg.exact_rowcount {
             inspector::exact_row_count(&mut self.ddl_conn, &self.cfg.database, &self.cfg.table)
@@ -441,17 +467,31 @@ impl Run {
         } else {
             inspector::row_estimate(&mut self.ddl_conn, &self.cfg.database, &self.cfg.table).await?
         };
+        let resumed = self.resume_from.clone();
         self.progress.send_modify(|p| {
             p.rows_estimate = estimate;
             p.phase = Phase::Copying;
+            if let Some(c) = &resumed {
+                p.rows_copied = c.rows_copied;
+                p.events_applied = c.events_applied;
+            }
         });
 
         changelog
             .write_state(&mut self.ddl_conn, STATE_READ_RANGE)
             .await?;
         let range = live.copier.key_range(&mut live.copy_conn).await?;
-        self.copy_rows(&mut live, range).await?;
+        match &resumed {
+            Some(c) if c.copy_complete => info!("the checkpoint says the row copy was complete"),
+            Some(c) => {
+                info!(position = %c.position, "resuming the row copy after the checkpoint's key");
+                self.copy_rows(&mut live, range, c.copied_through.clone())
+                    .await?
+            }
+            None => self.copy_rows(&mut live, range, None).await?,
+        }
         info!("Row copy complete");
+        self.maybe_checkpoint(&live, None, true, true).await;
 
         let lock_time = self.cut_over_with_retries(&mut live).await?;
         self.finish(&mut live).await?;
@@ -492,7 +532,16 @@ impl Run {
             self.cfg.replica_server_id,
             vec![self.original.clone(), changelog],
         );
-        cfg.start = StartPosition::Current;
+        cfg.start = match &self.resume_from {
+            Some(c)
+                if self.cfg.use_gtid
+                    && c.position.gtid.as_deref().is_some_and(|g| !g.is_empty()) =>
+            {
+                StartPosition::Gtid(c.position.gtid.clone().unwrap_or_default())
+            }
+            Some(c) => StartPosition::Coordinates(c.position.coordinates.clone()),
+            None => StartPosition::Current,
+        };
         let mut streamer = BinlogStreamer::start(cfg).await?;
         let (tx, rx) = mpsc::channel(10_000);
         self.streamer = Some(tokio::spawn(async move {
@@ -628,12 +677,16 @@ impl Run {
         &mut self,
         live: &mut Live,
         range: Option<(KeyTuple, KeyTuple)>,
+        copied_through: Option<KeyTuple>,
     ) -> Result<()> {
         let Some((min, max)) = range else {
             return Ok(());
         };
-        let mut lower = min;
-        let mut first = true;
+        // A resume continues after the last key the checkpoint saw copied.
+        let (mut lower, mut first) = match copied_through {
+            Some(key) => (key, false),
+            None => (min, true),
+        };
         let started = Instant::now();
         loop {
             self.check_abort()?;
@@ -672,6 +725,8 @@ impl Run {
             };
             lower = upper;
             first = false;
+            self.maybe_checkpoint(live, Some(&lower), false, false)
+                .await;
             self.progress.send_modify(|p| {
                 p.rows_copied += chunk.rows;
                 let secs = started.elapsed().as_secs_f64();
@@ -706,6 +761,56 @@ impl Run {
         warn!(error = %error, attempt, "{what} failed; retrying");
         tokio::time::sleep(Duration::from_secs(1)).await;
         Ok(())
+    }
+
+    fn checkpoint_table(&self) -> Option<CheckpointTable> {
+        self.cfg
+            .checkpoint_interval
+            .map(|_| CheckpointTable::new(&self.cfg.database, &self.names.checkpoint))
+    }
+
+    /// Writes a checkpoint when one is due (or `force`). Called only between operations, where
+    /// every change up to `live.applied_position` is applied and every key up to `copied` copied.
+    /// A failed write is logged, not fatal: the previous checkpoint stays valid.
+    async fn maybe_checkpoint(
+        &mut self,
+        live: &Live,
+        copied: Option<&KeyTuple>,
+        complete: bool,
+        force: bool,
+    ) {
+        let (Some(table), Some(interval)) = (self.checkpoint_table(), self.cfg.checkpoint_interval)
+        else {
+            return;
+        };
+        if !force && self.last_checkpoint.elapsed() < interval {
+            return;
+        }
+        let Some(position) = live.applied_position.clone() else {
+            return;
+        };
+        let (rows_copied, events_applied) = {
+            let p = self.progress.borrow();
+            (p.rows_copied, p.events_applied)
+        };
+        let checkpoint = Checkpoint {
+            position,
+            copied_through: copied.cloned(),
+            copy_complete: complete,
+            rows_copied,
+            events_applied,
+        };
+        self.checkpoints_written += 1;
+        match table
+            .write(&mut self.ddl_conn, &checkpoint, self.checkpoints_written)
+            .await
+        {
+            Ok(()) => {
+                self.last_checkpoint = Instant::now();
+                info!(position = %checkpoint.position, rows_copied, "checkpoint success");
+            }
+            Err(e) => warn!(error = %e, "checkpoint failed; the previous one stays valid"),
+        }
     }
 
     fn check_abort(&self) -> Result<()> {
@@ -943,6 +1048,7 @@ impl Run {
         loop {
             self.check_abort()?;
             self.drain_events(live, 0).await?;
+            self.maybe_checkpoint(live, None, true, false).await;
             let max_lag = self
                 .controls
                 .borrow()
@@ -1176,6 +1282,9 @@ impl Run {
                     .query_drop(format!("DROP TABLE IF EXISTS {old}"))
                     .await
                     .sql_context(|| format!("dropping the old table {old}"))?;
+                if let Some(table) = self.checkpoint_table() {
+                    table.drop_table(&mut self.ddl_conn).await?;
+                }
             } else {
                 info!("the old table is kept as {old}; drop it with: DROP TABLE IF EXISTS {old}");
             }
@@ -1208,10 +1317,20 @@ impl Run {
         Ok(())
     }
 
-    async fn cleanup_after_failure(&mut self) -> Result<()> {
+    async fn cleanup_after_failure(&mut self, cancelled: bool) -> Result<()> {
         self.stop_tasks();
         if !self.created_tables {
             return Ok(());
+        }
+        if self.cfg.checkpoint_interval.is_some() && !cancelled {
+            info!(
+                "the ghost, changelog and checkpoint tables are kept: run the same command with --resume to continue"
+            );
+            return Ok(());
+        }
+        if let Some(table) = self.checkpoint_table() {
+            let mut conn = self.applier_cfg.connect().await?;
+            table.drop_table(&mut conn).await?;
         }
         // A fresh connection: the DDL one may be the one that broke.
         let mut conn = self.applier_cfg.connect().await?;
@@ -1369,6 +1488,31 @@ async fn check_ghost_trigger_names(
         }
     }
     Ok(())
+}
+
+/// `--resume`: the ghost and changelog tables must still be there, and a checkpoint.
+async fn read_resume_checkpoint(
+    conn: &mut Conn,
+    cfg: &MigrationConfig,
+    names: &TableNames,
+) -> Result<Checkpoint> {
+    for name in [&names.ghost, &names.changelog, &names.checkpoint] {
+        if !inspector::table_exists(conn, &cfg.database, name).await? {
+            return Err(EngineError::Refused(format!(
+                "--resume: table {} is missing, so there is nothing to resume; run without --resume to start over",
+                qualified(&cfg.database, name)
+            )));
+        }
+    }
+    CheckpointTable::new(&cfg.database, &names.checkpoint)
+        .latest(conn)
+        .await?
+        .ok_or_else(|| {
+            EngineError::Refused(format!(
+                "--resume: {} has no checkpoint yet; run without --resume to start over",
+                qualified(&cfg.database, &names.checkpoint)
+            ))
+        })
 }
 
 /// With binary logging on, CREATE TRIGGER needs SUPER or log_bin_trust_function_creators: find out

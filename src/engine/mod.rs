@@ -4,6 +4,7 @@
 pub mod alter;
 pub mod applier;
 pub mod changelog;
+pub mod checkpoint;
 pub mod config;
 pub mod conn;
 pub mod controls;
