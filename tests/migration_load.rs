@@ -179,38 +179,39 @@ async fn inserts_through_the_cut_over_are_not_lost() {
     });
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
 
-    // The client inserts continuously and logs what the server acknowledged, and how long each
-    // insert took.
+    // Four clients insert continuously and log what the server acknowledged, and how long each
+    // insert took: several INSERTs are queued on the table when the cut-over releases it.
     let stop = Arc::new(AtomicBool::new(false));
-    let client_schema = schema.reference();
-    let client_stop = stop.clone();
-    let client = tokio::spawn(async move {
-        let mut conn = client_schema
-            .admin_config()
-            .connect()
-            .await
-            .expect("client");
-        let mut acked = Vec::new();
-        let mut slowest = Duration::ZERO;
-        let mut n = 0u64;
-        while !client_stop.load(Ordering::Relaxed) {
-            n += 1;
-            let started = Instant::now();
-            if conn
-                .query_drop(format!(
-                    "INSERT INTO t (a, b) VALUES ({}, 'client')",
-                    5_000_000 + n
-                ))
+    let mut clients = Vec::new();
+    for client_no in 0..4u64 {
+        let client_schema = schema.reference();
+        let client_stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let mut conn = client_schema
+                .admin_config()
+                .connect()
                 .await
-                .is_ok()
-            {
-                acked.push(5_000_000 + n);
+                .expect("client");
+            let mut acked = Vec::new();
+            let mut slowest = Duration::ZERO;
+            let mut n = 0u64;
+            while !client_stop.load(Ordering::Relaxed) {
+                n += 1;
+                let a = 5_000_000 + client_no * 1_000_000 + n;
+                let started = Instant::now();
+                if conn
+                    .query_drop(format!("INSERT INTO t (a, b) VALUES ({a}, 'client')"))
+                    .await
+                    .is_ok()
+                {
+                    acked.push(a);
+                }
+                slowest = slowest.max(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            slowest = slowest.max(started.elapsed());
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        (acked, slowest, n)
-    });
+            (acked, slowest, n)
+        }));
+    }
 
     let outcome = Migration::new(cfg, controls_rx, progress_tx)
         .run()
@@ -218,7 +219,14 @@ async fn inserts_through_the_cut_over_are_not_lost() {
         .expect("migration");
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
-    let (acked, slowest, attempted) = client.await.expect("client");
+    let (mut acked, mut slowest, mut attempted) = (Vec::new(), Duration::ZERO, 0);
+    for client in clients {
+        let (a, s, n) = client.await.expect("client");
+        acked.extend(a);
+        slowest = slowest.max(s);
+        attempted += n;
+    }
+    acked.sort_unstable();
 
     let Outcome::Migrated { cut_over_lock } = outcome else {
         panic!("unexpected outcome {outcome:?}");

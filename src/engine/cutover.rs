@@ -100,14 +100,25 @@ impl CutOverTables {
         .sql_context(|| format!("LOCK TABLES {}", self.original()))
     }
 
-    /// Session A: drop the sentry (A holds its write lock) and release the tables.
-    pub async fn drop_sentry_and_unlock(&self, conn: &mut Conn) -> Result<()> {
+    /// Session A: drop the sentry (A holds its write lock); the RENAME may then proceed up to the
+    /// original table, which A still holds.
+    pub async fn drop_sentry(&self, conn: &mut Conn) -> Result<()> {
         conn.query_drop(format!("DROP TABLE IF EXISTS {}", self.old()))
             .await
-            .sql_context(|| "dropping the sentry under lock".into())?;
+            .sql_context(|| "dropping the sentry under lock".into())
+    }
+
+    /// Session A: release the tables.
+    pub async fn unlock(&self, conn: &mut Conn) -> Result<()> {
         conn.query_drop("UNLOCK TABLES")
             .await
             .sql_context(|| "UNLOCK TABLES".into())
+    }
+
+    /// Session A's way out of a failed attempt: no sentry, no lock, the original in place.
+    pub async fn drop_sentry_and_unlock(&self, conn: &mut Conn) -> Result<()> {
+        self.drop_sentry(conn).await?;
+        self.unlock(conn).await
     }
 
     /// Waits until session `rename_id` is blocked on the metadata lock with its RENAME.
@@ -136,6 +147,84 @@ impl CutOverTables {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// True when the RENAME's first wait is on the original table itself. A RENAME takes its metadata
+    /// locks one by one in name order; session A holds the original and the sentry. When the
+    /// sentry sorts first, the RENAME waits on it, and after A drops it the RENAME still has to
+    /// queue on the original: until it has, a waiting INSERT could be granted the original first
+    /// and land in the old table (gh-ost PR #1536's data-loss window).
+    pub fn rename_queues_on_original_first(&self) -> bool {
+        let raw = self.original.as_bytes() < self.old.as_bytes();
+        let folded = self.original.to_lowercase() < self.old.to_lowercase();
+        raw && folded
+    }
+
+    /// After the sentry is dropped: waits until the RENAME (session `rename_id`) is queued on the
+    /// original table, so UNLOCK TABLES hands the original to the RENAME before any waiting DML.
+    /// MariaDB: the RENAME takes the ghost table's lock just before queuing on the original (name
+    /// order), so a zero-wait probe of the ghost table that fails means the RENAME is there.
+    /// MySQL: performance_schema shows the pending lock directly.
+    pub async fn wait_rename_queued_on_original(
+        &self,
+        probe: &mut Conn,
+        rename_id: u32,
+        mariadb: bool,
+        timeout: Duration,
+    ) -> Result<()> {
+        if self.rename_queues_on_original_first() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        if mariadb {
+            probe
+                .query_drop("SET SESSION lock_wait_timeout = 0")
+                .await
+                .sql_context(|| "preparing the lock probe".into())?;
+        }
+        loop {
+            let queued = if mariadb {
+                match probe
+                    .query_drop(format!("SELECT 1 FROM {} LIMIT 0", self.ghost()))
+                    .await
+                {
+                    Ok(()) => false,
+                    Err(mysql_async::Error::Server(e)) if e.code == 1205 => true,
+                    Err(e) => {
+                        return Err(EngineError::Sql {
+                            context: "probing the ghost table's lock".into(),
+                            source: e,
+                        });
+                    }
+                }
+            } else {
+                let pending: Option<u64> = probe
+                    .exec_first(
+                        "SELECT COUNT(*) FROM performance_schema.metadata_locks m \
+                         JOIN performance_schema.threads t ON m.OWNER_THREAD_ID = t.THREAD_ID \
+                         WHERE m.OBJECT_TYPE = 'TABLE' AND m.OBJECT_SCHEMA = ? AND m.OBJECT_NAME = ? \
+                         AND m.LOCK_TYPE = 'EXCLUSIVE' AND m.LOCK_STATUS = 'PENDING' AND t.PROCESSLIST_ID = ?",
+                        (&self.schema, &self.original, rename_id),
+                    )
+                    .await
+                    .sql_context(|| "reading performance_schema.metadata_locks".into())?;
+                pending.unwrap_or(0) > 0
+            };
+            if queued {
+                if mariadb {
+                    // The lock request on the original follows the ghost table's in the same loop
+                    // of the server thread; give it a moment to be queued.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                return Err(EngineError::CutOver(format!(
+                    "the RENAME (connection {rename_id}) did not queue on the original table within {timeout:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 

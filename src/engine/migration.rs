@@ -23,12 +23,14 @@ use super::copier::{Copier, CopyKey, KeyTuple};
 use super::cutover::CutOverTables;
 use super::dialect::ServerInfo;
 use super::error::{EngineError, Result, SqlContext};
+use super::hooks::{HookPoint, Hooks, MigrationInfo, env_instant_ddl, env_last_batch_copy_error};
 use super::inspector::{self, Trigger, UniqueKey};
 use super::names::TableNames;
 use super::position::BinlogPosition;
 use super::progress::{Phase, Progress, ThrottleState};
 use super::schema::{ColumnKind, TableSchema};
 use super::streamer::{BinlogStreamer, RowChange, StartPosition, StreamItem, StreamerConfig};
+use super::throttle::{ThrottleSettings, ThrottleVerdict, spawn_throttler};
 use crate::sql::{qualified, quote_ident};
 
 /// How a migration ended when it did not fail.
@@ -41,6 +43,9 @@ pub enum Outcome {
     /// No `--execute`: validated and rehearsed; the ghost table's definition is returned.
     DryRun { ghost_create_table: String },
 }
+
+/// Rows held for one apply transaction at most; only a larger source transaction is split.
+const MAX_PENDING_ROWS: usize = 5000;
 
 #[derive(Clone, Copy)]
 enum Wait {
@@ -76,18 +81,34 @@ impl Migration {
     /// and the original table is never changed except by the final atomic swap.
     pub async fn run(self) -> Result<Outcome> {
         let progress = self.progress.clone();
+        let hooks = hooks_for(&self.cfg);
         progress.send_modify(|p| p.phase = Phase::Validating);
-        let mut run = match Run::prepare(self.cfg, self.controls, self.progress).await {
+        let snapshot = progress.borrow().clone();
+        let prepared = match hooks.fire(HookPoint::Startup, &snapshot, &[]).await {
+            Ok(()) => Run::prepare(self.cfg, self.controls, self.progress, hooks.clone()).await,
+            Err(e) => Err(e.into()),
+        };
+        let mut run = match prepared {
             Ok(run) => run,
             Err(e) => {
                 progress.send_modify(|p| {
                     p.phase = Phase::Failed;
                     p.message = e.to_string();
                 });
+                let snapshot = progress.borrow().clone();
+                let _ = hooks.fire(HookPoint::Failure, &snapshot, &[]).await;
+                hooks.flush_webhooks(Duration::from_secs(5)).await;
                 return Err(e);
             }
         };
-        let result = run.execute().await;
+        let mut result = run.execute().await;
+        if let Ok(outcome) = &result {
+            let instant = [env_instant_ddl(matches!(outcome, Outcome::Instant))];
+            let snapshot = progress.borrow().clone();
+            if let Err(e) = hooks.fire(HookPoint::Success, &snapshot, &instant).await {
+                result = Err(e.into());
+            }
+        }
         let cancelled = matches!(result, Err(EngineError::Cancelled(_)));
         match &result {
             Ok(_) => run.progress.send_modify(|p| p.phase = Phase::Succeeded),
@@ -105,7 +126,12 @@ impl Migration {
                 });
             }
         }
+        if result.is_err() {
+            let snapshot = progress.borrow().clone();
+            let _ = hooks.fire(HookPoint::Failure, &snapshot, &[]).await;
+        }
         run.release().await;
+        hooks.flush_webhooks(Duration::from_secs(5)).await;
         result
     }
 }
@@ -132,6 +158,10 @@ struct Run {
     resume_from: Option<Checkpoint>,
     last_checkpoint: Instant,
     checkpoints_written: u64,
+    hooks: Hooks,
+    verdict: Option<watch::Receiver<ThrottleVerdict>>,
+    throttler: Option<tokio::task::JoinHandle<()>>,
+    status_hooks: Option<tokio::task::JoinHandle<()>>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     streamer: Option<tokio::task::JoinHandle<()>>,
 }
@@ -149,6 +179,10 @@ struct Live {
     states_seen: HashSet<String>,
     last_heartbeat: Option<chrono::DateTime<chrono::Utc>>,
     applied_position: Option<BinlogPosition>,
+    /// The last commit whose transaction's rows are in `pending`: applied once they are.
+    pending_commit: Option<BinlogPosition>,
+    /// `pending` ends inside a source transaction (its commit has not arrived yet).
+    open_transaction: bool,
 }
 
 impl Run {
@@ -156,6 +190,7 @@ impl Run {
         cfg: MigrationConfig,
         controls: watch::Receiver<Controls>,
         progress: watch::Sender<Progress>,
+        hooks: Hooks,
     ) -> Result<Self> {
         // Every session works in the migrated schema, as gh-ost's DSN does (throttle queries and
         // hooks name tables without a schema).
@@ -323,6 +358,10 @@ impl Run {
             resume_from,
             last_checkpoint: Instant::now(),
             checkpoints_written: 0,
+            hooks,
+            verdict: None,
+            throttler: None,
+            status_hooks: None,
             heartbeat: None,
             streamer: None,
         })
@@ -361,6 +400,7 @@ impl Run {
         );
         let events = self.start_streamer(changelog_schema).await?;
         self.start_heartbeat();
+        self.start_throttler();
 
         if !resuming {
             self.create_ghost_table().await?;
@@ -381,6 +421,11 @@ impl Run {
         let column_map = self.shared_columns(&ghost)?;
         self.check_key_conversions(&key, &ghost)?;
         info!(key = %key.name, columns = column_map.len(), "shared unique key chosen");
+
+        let snapshot = self.progress.borrow().clone();
+        self.hooks
+            .fire(HookPoint::Validated, &snapshot, &[])
+            .await?;
 
         if !self.cfg.execute {
             let create: Option<(String, String)> = self
@@ -451,6 +496,8 @@ impl Run {
             states_seen: HashSet::new(),
             last_heartbeat: None,
             applied_position: None,
+            pending_commit: None,
+            open_transaction: false,
         };
         if !resuming {
             self.wait_for_state(
@@ -467,6 +514,16 @@ impl Run {
         } else {
             inspector::row_estimate(&mut self.ddl_conn, &self.cfg.database, &self.cfg.table).await?
         };
+        self.progress.send_modify(|p| p.rows_estimate = estimate);
+        let snapshot = self.progress.borrow().clone();
+        self.hooks
+            .fire(HookPoint::RowCountComplete, &snapshot, &[])
+            .await?;
+        self.hooks
+            .fire(HookPoint::BeforeRowCopy, &snapshot, &[])
+            .await?;
+        self.hooks.mark_copy_started();
+        self.status_hooks = Some(self.hooks.spawn_status_hooks(self.progress.subscribe()));
         let resumed = self.resume_from.clone();
         self.progress.send_modify(|p| {
             p.rows_estimate = estimate;
@@ -491,8 +548,17 @@ impl Run {
             None => self.copy_rows(&mut live, range, None).await?,
         }
         info!("Row copy complete");
+        self.hooks.mark_copy_complete();
+        let snapshot = self.progress.borrow().clone();
+        self.hooks
+            .fire(HookPoint::RowCopyComplete, &snapshot, &[])
+            .await?;
         self.maybe_checkpoint(&live, None, true, true).await;
 
+        let snapshot = self.progress.borrow().clone();
+        self.hooks
+            .fire(HookPoint::BeforeCutOver, &snapshot, &[])
+            .await?;
         let lock_time = self.cut_over_with_retries(&mut live).await?;
         self.finish(&mut live).await?;
         Ok(Outcome::Migrated {
@@ -558,6 +624,30 @@ impl Run {
             streamer.close().await;
         }));
         Ok(rx)
+    }
+
+    fn start_throttler(&mut self) {
+        let mut settings = ThrottleSettings::new(
+            self.applier_cfg.clone(),
+            self.cfg.inspector.clone(),
+            self.cfg.database.clone(),
+            self.names.changelog.clone(),
+        );
+        // The inspected server's own lag counts when it is a replica of the applier.
+        if self.cfg.inspector != self.applier_cfg {
+            settings.inspected_replica = Some(self.cfg.inspector.clone());
+        }
+        settings.flag_file = self.cfg.throttle_flag_file.clone();
+        settings.additional_flag_file = self.cfg.throttle_additional_flag_file.clone();
+        settings.lag_interval = self.cfg.heartbeat_interval;
+        settings.http_interval = self.cfg.throttle.http_interval;
+        settings.http_timeout = self.cfg.throttle.http_timeout;
+        settings.ignore_http_errors = self.cfg.throttle.ignore_http_errors;
+        settings.critical_load_interval = self.cfg.throttle.critical_load_interval;
+        settings.critical_load_hibernate = self.cfg.throttle.critical_load_hibernate;
+        let (verdict, handle) = spawn_throttler(settings, self.controls.clone());
+        self.verdict = Some(verdict);
+        self.throttler = Some(handle);
     }
 
     fn start_heartbeat(&mut self) {
@@ -690,12 +780,13 @@ impl Run {
         let started = Instant::now();
         loop {
             self.check_abort()?;
-            self.drain_events(live, 10).await?;
-            if self.throttled(live).await {
-                self.drain_events(live, 0).await?;
+            // Throttling pauses both sides: queued changes wait in the bounded channel (and, past
+            // it, in the server's binlog) until the throttle lifts.
+            if self.throttled(live)? {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+            self.drain_events(live, 10).await?;
             let controls = self.controls.borrow().clone();
             let Some(upper) = live
                 .copier
@@ -720,7 +811,16 @@ impl Run {
                     .await
                 {
                     Ok(chunk) => break chunk,
-                    Err(e) => self.retry_or_fail("row copy", attempt, e).await?,
+                    Err(e) => {
+                        let snapshot = self.progress.borrow().clone();
+                        let extra = [env_last_batch_copy_error(&e.to_string())];
+                        // Never aborts: gh-ost's batch-copy-retry hook is informational.
+                        let _ = self
+                            .hooks
+                            .fire(HookPoint::BatchCopyRetry, &snapshot, &extra)
+                            .await;
+                        self.retry_or_fail("row copy", attempt, e).await?
+                    }
                 }
             };
             lower = upper;
@@ -828,52 +928,31 @@ impl Run {
         Ok(())
     }
 
-    /// The user's throttle and the flag files. (Lag, load, query and HTTP sources are evaluated by
-    /// the throttler feeding `Controls`.)
-    async fn throttled(&mut self, live: &mut Live) -> bool {
-        let controls = self.controls.borrow().clone();
-        let mut reason = None;
-        if controls.throttle {
-            reason = Some("commanded by user".to_string());
+    /// The throttler's verdict (every gh-ost source: user, flag files, lag, load, query, HTTP),
+    /// mirrored into progress. Critical load aborts.
+    fn throttled(&mut self, live: &Live) -> Result<bool> {
+        let Some(verdict) = self.verdict.as_ref().map(|v| v.borrow().clone()) else {
+            return Ok(false);
+        };
+        if let Some(reason) = verdict.critical {
+            return Err(EngineError::Cancelled(format!(
+                "critical-load reached: {reason}"
+            )));
         }
-        for file in [
-            &self.cfg.throttle_flag_file,
-            &self.cfg.throttle_additional_flag_file,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if reason.is_none() && file.exists() {
-                reason = Some(format!("flag-file {}", file.display()));
-            }
-        }
-        if reason.is_none() {
-            if let Some(query) = controls
-                .throttle_query
-                .as_deref()
-                .filter(|q| !q.trim().is_empty())
-            {
-                match live.copy_conn.query_first::<Option<f64>, _>(query).await {
-                    Ok(Some(Some(v))) if v > 0.0 => {
-                        reason = Some(format!("throttle-query {query}"))
-                    }
-                    Ok(_) => {}
-                    Err(e) => reason = Some(format!("throttle-query failed: {e}")),
-                }
-            }
-        }
-        let active = reason.is_some();
-        let reason = reason.unwrap_or_default();
+        let backlog = (live.events.len() + live.pending.len()) as u64;
         self.progress.send_if_modified(|p| {
             let next = ThrottleState {
-                active,
-                reason: reason.clone(),
+                active: verdict.throttled,
+                reason: verdict.reason.clone(),
             };
-            let changed = p.throttle != next;
+            let lag = verdict.replica_lag.map(|l| l.as_millis() as u64);
+            let changed = p.throttle != next || p.replica_lag_millis != lag || p.backlog != backlog;
             p.throttle = next;
+            p.replica_lag_millis = lag;
+            p.backlog = backlog;
             changed
         });
-        active
+        Ok(verdict.throttled)
     }
 
     /// Applies what the stream has delivered. `batches` limits the work (0: only what is already
@@ -885,7 +964,10 @@ impl Run {
                 Ok(msg) => self.handle_stream_msg(live, msg).await?,
                 // The rest of a transaction is on its way: batches end at commits (or when full),
                 // so a batch never splits a source transaction.
-                Err(mpsc::error::TryRecvError::Empty) => return Ok(()),
+                // Nothing more right now: apply what is complete (whole transactions only).
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    return self.flush_at_boundary(live).await;
+                }
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     return Err(EngineError::Stream("the binlog stream task ended".into()));
                 }
@@ -924,16 +1006,26 @@ impl Run {
             }
             StreamItem::Row(change) => {
                 live.pending.push(change);
-                let batch = self.controls.borrow().dml_batch_size.max(1);
-                if live.pending.len() >= batch {
+                live.open_transaction = true;
+                // Only a transaction larger than this is ever split across batches: memory stays
+                // bounded.
+                if live.pending.len() >= MAX_PENDING_ROWS {
                     self.flush(live).await?;
                 }
             }
             StreamItem::Commit(position) => {
-                self.flush(live).await?;
-                live.applied_position = Some(position.clone());
-                self.progress
-                    .send_modify(|p| p.applied_position = Some(position));
+                live.open_transaction = false;
+                if live.pending.is_empty() {
+                    live.applied_position = Some(position.clone());
+                    self.progress
+                        .send_modify(|p| p.applied_position = Some(position));
+                } else {
+                    live.pending_commit = Some(position);
+                    let batch = self.controls.borrow().dml_batch_size.max(1);
+                    if live.pending.len() >= batch {
+                        self.flush(live).await?;
+                    }
+                }
             }
             StreamItem::Heartbeat(_) | StreamItem::Statement { .. } => {}
         }
@@ -962,8 +1054,25 @@ impl Run {
                 }
             }
         }
-        self.progress.send_modify(|p| p.events_applied += n);
+        let applied = live.pending_commit.take();
+        if let Some(position) = &applied {
+            live.applied_position = Some(position.clone());
+        }
+        self.progress.send_modify(|p| {
+            p.events_applied += n;
+            if let Some(position) = applied {
+                p.applied_position = Some(position);
+            }
+        });
         Ok(())
+    }
+
+    /// Applies what is pending when it ends at a transaction boundary.
+    async fn flush_at_boundary(&mut self, live: &mut Live) -> Result<()> {
+        if live.open_transaction {
+            return Ok(());
+        }
+        self.flush(live).await
     }
 
     /// Applies events until the changelog state `state` has been seen in the stream: every change
@@ -993,14 +1102,18 @@ impl Run {
                     self.handle_stream_msg(live, msg).await?
                 }
                 Ok(None) => return Err(EngineError::Stream("the binlog stream task ended".into())),
-                Err(_) => {}
+                Err(_) => self.flush_at_boundary(live).await?,
             }
         }
         self.flush(live).await
     }
 
     fn postponed(&self) -> bool {
-        self.controls.borrow().postpone_cut_over
+        let controls = self.controls.borrow();
+        if controls.cut_over_requested {
+            return false;
+        }
+        controls.postpone_cut_over
             || self
                 .cfg
                 .postpone_cut_over_flag_file
@@ -1063,8 +1176,12 @@ impl Run {
                 info!("cut-over postponed; row copy is complete and changes keep being applied");
                 self.progress.send_modify(|p| p.phase = Phase::Postponed);
                 announced = true;
+                let snapshot = self.progress.borrow().clone();
+                self.hooks
+                    .fire(HookPoint::BeginPostponed, &snapshot, &[])
+                    .await?;
             }
-            if !postponed && lag_ok && !self.throttled(live).await {
+            if !postponed && lag_ok && !self.throttled(live)? {
                 return Ok(());
             }
             match tokio::time::timeout(Duration::from_millis(100), live.events.recv()).await {
@@ -1084,6 +1201,10 @@ impl Run {
         }
         let test_on_replica = self.cfg.topology == Topology::TestOnReplica;
         if test_on_replica {
+            let snapshot = self.progress.borrow().clone();
+            self.hooks
+                .fire(HookPoint::StopReplication, &snapshot, &[])
+                .await?;
             self.ddl_conn
                 .query_drop("STOP SLAVE IO_THREAD; STOP SLAVE SQL_THREAD")
                 .await
@@ -1104,6 +1225,10 @@ impl Run {
             if result.is_ok() {
                 tables.swap_back(&mut self.ddl_conn).await?;
             } else {
+                let snapshot = self.progress.borrow().clone();
+                self.hooks
+                    .fire(HookPoint::StartReplication, &snapshot, &[])
+                    .await?;
                 let _ = self.ddl_conn.query_drop("START SLAVE").await;
             }
         }
@@ -1188,7 +1313,29 @@ impl Run {
             let _ = rename.await;
             return Err(e);
         }
-        tables.drop_sentry_and_unlock(lock_a).await?;
+        tables.drop_sentry(lock_a).await?;
+        // A session of its own: the probe sets a zero lock wait.
+        let mut probe = self.applier_cfg.connect().await?;
+        let queued = tables
+            .wait_rename_queued_on_original(
+                &mut probe,
+                rename_id,
+                self.server.is_mariadb(),
+                timeout,
+            )
+            .await;
+        let _ = probe.disconnect().await;
+        if let Err(e) = queued {
+            // The RENAME must not run after we let go: stop it, then unlock (the original stays).
+            let _ = self
+                .ddl_conn
+                .query_drop(format!("KILL QUERY {rename_id}"))
+                .await;
+            let _ = rename.await;
+            let _ = tables.unlock(lock_a).await;
+            return Err(e);
+        }
+        tables.unlock(lock_a).await?;
         let renamed = rename
             .await
             .map_err(|e| EngineError::CutOver(format!("the RENAME task failed: {e}")))?;
@@ -1294,8 +1441,15 @@ impl Run {
     }
 
     fn stop_tasks(&mut self) {
-        if let Some(h) = self.heartbeat.take() {
-            h.abort();
+        for task in [
+            self.heartbeat.take(),
+            self.throttler.take(),
+            self.status_hooks.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            task.abort();
         }
         if let Some(h) = self.streamer.take() {
             h.abort();
@@ -1488,6 +1642,33 @@ async fn check_ghost_trigger_names(
         }
     }
     Ok(())
+}
+
+/// The hooks of a migration, with the identity gh-ost gives them.
+fn hooks_for(cfg: &MigrationConfig) -> Hooks {
+    let names = TableNames::new(&cfg.table, cfg.force_table_names.as_deref(), None);
+    let applier_host = cfg
+        .primary
+        .as_ref()
+        .map(|p| p.host.clone())
+        .unwrap_or_else(|| cfg.inspector.host.clone());
+    let info = MigrationInfo {
+        database: cfg.database.clone(),
+        table: cfg.table.clone(),
+        ghost_table: names.ghost,
+        old_table: names.old,
+        alter: cfg.alter.clone(),
+        inspected_host: cfg.inspector.host.clone(),
+        executing_host: std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
+        migrated_host: if cfg.topology == Topology::Normal {
+            applier_host
+        } else {
+            cfg.inspector.host.clone()
+        },
+        dry_run: !cfg.execute,
+        revert: false,
+    };
+    Hooks::new(cfg.hooks.clone(), info)
 }
 
 /// `--resume`: the ghost and changelog tables must still be there, and a checkpoint.
