@@ -1,3 +1,5 @@
+pub mod api;
 pub mod cli;
 pub mod engine;
+pub mod server;
 pub mod sql;

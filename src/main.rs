@@ -53,7 +53,10 @@ fn main() -> ExitCode {
         Command::Migrate { args } => ghost::cli::migrate::run(&args),
         Command::Engine { .. } => not_implemented("engine"),
         Command::Operator { .. } => not_implemented("operator"),
-        Command::Ctl { .. } => not_implemented("ctl"),
-        Command::Crd => not_implemented("crd"),
+        Command::Ctl { args } => ghost::cli::ctl::run(&args),
+        Command::Crd => {
+            print!("{}", ghost::api::crd_yaml());
+            ExitCode::SUCCESS
+        }
     }
 }

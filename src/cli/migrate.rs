@@ -9,11 +9,13 @@ use tracing::{info, warn};
 
 use super::flags::{MigrateFlags, parse_migrate_flags, usage};
 use crate::engine::alter::parse_alter;
-use crate::engine::config::{CutOverMode, MigrationConfig, Topology};
+use crate::engine::config::{CutOverMode, MigrationConfig, ThrottleOptions, Topology};
 use crate::engine::conn::ConnectionConfig;
 use crate::engine::controls::{Controls, parse_load_thresholds};
+use crate::engine::hooks::{HooksConfig, WebhookTarget};
 use crate::engine::migration::{Migration, Outcome};
 use crate::engine::progress::{Phase, Progress};
+use crate::server::{self, ControlPlane, MigrationIdentity};
 
 /// Exit code for a refused command line (gh-ost exits non-zero; 2 is the usage convention).
 const USAGE_ERROR: u8 = 2;
@@ -77,12 +79,62 @@ async fn migrate(cfg: MigrationConfig, controls: Controls, flags: &MigrateFlags)
             return ExitCode::from(USAGE_ERROR);
         }
     }
-    if flags.initially_drop_socket_file && !flags.serve_socket_file.is_empty() {
-        let _ = std::fs::remove_file(&flags.serve_socket_file);
-    }
     let table = format!("`{}`.`{}`", cfg.database, cfg.table);
     let (controls_tx, controls_rx) = watch::channel(controls);
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
+
+    // The interactive servers: gh-ost's unix socket (always), TCP and HTTP when asked for.
+    let plane = ControlPlane::new(
+        controls_tx.clone(),
+        progress_rx.clone(),
+        MigrationIdentity {
+            database: cfg.database.clone(),
+            table: cfg.table.clone(),
+            force_named_cut_over: flags.force_named_cut_over,
+            force_named_panic: flags.force_named_panic,
+            postpone_flag_file: cfg.postpone_cut_over_flag_file.clone(),
+            started: std::time::Instant::now(),
+        },
+    );
+    let socket_path = if flags.serve_socket_file.is_empty() {
+        server::default_socket_path(&cfg.database, &cfg.table)
+    } else {
+        PathBuf::from(&flags.serve_socket_file)
+    };
+    if flags.initially_drop_socket_file {
+        let _ = std::fs::remove_file(&socket_path);
+    }
+    let (listener, guard) = match server::socket::bind_unix(&socket_path) {
+        Ok(bound) => bound,
+        Err(e) => {
+            eprintln!(
+                "ghost migrate: cannot serve {}: {e}; pass --initially-drop-socket-file if it is stale",
+                socket_path.display()
+            );
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
+    let mut servers = vec![tokio::spawn(server::socket::serve_unix_listener(
+        listener,
+        guard,
+        plane.clone(),
+    ))];
+    if flags.serve_tcp_port > 0 {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], flags.serve_tcp_port));
+        servers.push(tokio::spawn(server::socket::serve_tcp(addr, plane.clone())));
+    }
+    if !flags.http_addr.is_empty() {
+        match flags.http_addr.parse::<std::net::SocketAddr>() {
+            Ok(addr) => servers.push(tokio::spawn(server::http::serve_http(addr, plane.clone()))),
+            Err(_) => {
+                eprintln!(
+                    "ghost migrate: --http-addr {:?} is not host:port (e.g. 127.0.0.1:8080)",
+                    flags.http_addr
+                );
+                return ExitCode::from(USAGE_ERROR);
+            }
+        }
+    }
 
     // Ctrl-C / SIGTERM abort like gh-ost's panic: the engine drops its tables and exits.
     tokio::spawn(async move {
@@ -100,6 +152,13 @@ async fn migrate(cfg: MigrationConfig, controls: Controls, flags: &MigrateFlags)
     info!(table = %table, execute = cfg.execute, "migration starting");
     let result = Migration::new(cfg, controls_rx, progress_tx).run().await;
     status.abort();
+    for server in &servers {
+        server.abort();
+    }
+    for server in servers {
+        // Dropping the unix server's task removes its socket file.
+        let _ = server.await;
+    }
     match result {
         Ok(Outcome::Migrated { cut_over_lock }) => {
             println!(
@@ -318,6 +377,36 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
         .then(|| Duration::from_secs(flags.checkpoint_seconds.max(10) as u64));
     cfg.resume = flags.resume;
     cfg.use_gtid = flags.gtid;
+    cfg.throttle = ThrottleOptions {
+        http_interval: Duration::from_millis(flags.throttle_http_interval_millis.max(10) as u64),
+        http_timeout: Duration::from_millis(flags.throttle_http_timeout_millis.max(10) as u64),
+        ignore_http_errors: flags.ignore_http_errors,
+        critical_load_interval: Duration::from_millis(
+            flags.critical_load_interval_millis.max(0) as u64
+        ),
+        critical_load_hibernate: Duration::from_secs(
+            flags.critical_load_hibernate_seconds.max(0) as u64
+        ),
+    };
+    let webhook_secret =
+        (!flags.webhook_secret.expose().is_empty()).then(|| flags.webhook_secret.clone());
+    cfg.hooks = HooksConfig {
+        hooks_path: path(&flags.hooks_path),
+        hint: flags.hooks_hint.clone(),
+        hint_owner: flags.hooks_hint_owner.clone(),
+        hint_token: flags.hooks_hint_token.clone(),
+        status_interval: Duration::from_secs(flags.hooks_status_interval.max(0) as u64),
+        webhooks: flags
+            .webhook
+            .iter()
+            .map(|url| WebhookTarget {
+                url: url.clone(),
+                secret: webhook_secret.clone(),
+                events: Vec::new(),
+            })
+            .collect(),
+        ..HooksConfig::default()
+    };
 
     let controls = Controls {
         chunk_size: flags.chunk_size.clamp(10, 100_000) as u64,
@@ -329,6 +418,10 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
             .map_err(|e| format!("--critical-load: {e}"))?,
         throttle_query: (!flags.throttle_query.is_empty()).then(|| flags.throttle_query.clone()),
         throttle_http: (!flags.throttle_http.is_empty()).then(|| flags.throttle_http.clone()),
+        throttle_control_replicas: server::commands::parse_replica_list(
+            &flags.throttle_control_replicas,
+        )
+        .map_err(|e| format!("--throttle-control-replicas: {e}"))?,
         ..Controls::default()
     };
     Ok((cfg, controls))

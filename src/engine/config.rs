@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::conn::ConnectionConfig;
+use super::hooks::HooksConfig;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CutOverMode {
@@ -73,6 +74,30 @@ pub struct MigrationConfig {
     pub resume: bool,
     /// Resume the stream by GTID instead of file/position (any replica can serve it).
     pub use_gtid: bool,
+    pub throttle: ThrottleOptions,
+    pub hooks: HooksConfig,
+}
+
+/// Throttling settings that are not run-time controls (gh-ost flags of the same names).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ThrottleOptions {
+    pub http_interval: Duration,
+    pub http_timeout: Duration,
+    pub ignore_http_errors: bool,
+    pub critical_load_interval: Duration,
+    pub critical_load_hibernate: Duration,
+}
+
+impl Default for ThrottleOptions {
+    fn default() -> Self {
+        Self {
+            http_interval: Duration::from_millis(100),
+            http_timeout: Duration::from_millis(1000),
+            ignore_http_errors: false,
+            critical_load_interval: Duration::ZERO,
+            critical_load_hibernate: Duration::ZERO,
+        }
+    }
 }
 
 impl MigrationConfig {
@@ -121,6 +146,8 @@ impl MigrationConfig {
             checkpoint_interval: None,
             resume: false,
             use_gtid: false,
+            throttle: ThrottleOptions::default(),
+            hooks: HooksConfig::default(),
         }
     }
 }

@@ -362,8 +362,12 @@ impl Hooks {
             // gh-ost silently runs nothing for a missing directory; say so once, at least.
             match std::fs::metadata(path) {
                 Ok(meta) if meta.is_dir() => {}
-                Ok(_) => warn!(hooks_path = %path.display(), "hooks path is not a directory; no hooks will run"),
-                Err(e) => warn!(hooks_path = %path.display(), error = %e, "hooks path is not readable; no hooks will run"),
+                Ok(_) => {
+                    warn!(hooks_path = %path.display(), "hooks path is not a directory; no hooks will run")
+                }
+                Err(e) => {
+                    warn!(hooks_path = %path.display(), error = %e, "hooks path is not readable; no hooks will run")
+                }
             }
         }
         if config.webhook_timeout.is_zero() {
@@ -973,7 +977,8 @@ async fn discover(dir: &Path, point: HookPoint) -> Result<Vec<PathBuf>, HookErro
         }
         found.push((name, path));
     }
-    found.sort_by(|a, b| a.0.cmp(&b.0));
+    // Names are unique within a directory, so this orders by name alone.
+    found.sort_unstable();
     Ok(found.into_iter().map(|(_, path)| path).collect())
 }
 
@@ -1018,7 +1023,10 @@ async fn kill_hook(pid: Option<u32>, child: &mut Child) {
             .status()
             .await;
         if !matches!(signalled, Ok(status) if status.success()) {
-            debug!(pid, "could not signal the hook's process group; killing the hook alone");
+            debug!(
+                pid,
+                "could not signal the hook's process group; killing the hook alone"
+            );
         }
     }
     #[cfg(not(unix))]
@@ -1167,7 +1175,7 @@ mod tests {
             ..Progress::default()
         };
         assert_eq!(hook_eta_seconds(&p), 0);
-        assert_eq!(hook_progress_pct(&p), 100.0);
+        assert!((hook_progress_pct(&p) - 100.0).abs() < f64::EPSILON);
         let p = Progress {
             phase: Phase::Copying,
             eta_seconds: Some(42),
@@ -1221,7 +1229,10 @@ mod tests {
             eta_seconds: Some(65),
             ..Progress::default()
         });
-        assert!(line.starts_with("Copy: 5/10 50.0%; Applied: 0; Backlog: 0; Time: "), "{line}");
+        assert!(
+            line.starts_with("Copy: 5/10 50.0%; Applied: 0; Backlog: 0; Time: "),
+            "{line}"
+        );
         assert!(line.ends_with("State: migrating; ETA: 1m5s"), "{line}");
     }
 }

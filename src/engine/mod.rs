@@ -12,6 +12,7 @@ pub mod copier;
 pub mod cutover;
 pub mod dialect;
 pub mod error;
+pub mod hooks;
 pub mod inspector;
 pub mod migration;
 pub mod names;
@@ -19,6 +20,7 @@ pub mod position;
 pub mod progress;
 pub mod schema;
 pub mod streamer;
+pub mod throttle;
 pub mod values;
 
 pub use error::{EngineError, Result};

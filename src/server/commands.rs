@@ -289,9 +289,11 @@ impl Setting {
     /// text that does not parse is refused and nothing changes.
     pub fn parse(name: &str, arg: &str) -> Result<Self, CommandError> {
         match name {
-            "chunk-size" => Ok(Self::ChunkSize(parse_int(name, arg)?.clamp(10, 100_000) as u64)),
+            "chunk-size" => Ok(Self::ChunkSize(
+                parse_int(name, arg)?.clamp(10, 100_000) as u64
+            )),
             "dml-batch-size" => Ok(Self::DmlBatchSize(
-                parse_int(name, arg)?.clamp(1, 1000) as usize,
+                parse_int(name, arg)?.clamp(1, 1000) as usize
             )),
             "max-lag-millis" => Ok(Self::MaxLagMillis(parse_int(name, arg)?.max(100) as u64)),
             "nice-ratio" => {
@@ -313,8 +315,7 @@ impl Setting {
             "throttle-query" => Ok(Self::ThrottleQuery(non_empty(arg))),
             "throttle-http" => {
                 // A URL the checker cannot even request would throttle forever.
-                if !arg.is_empty() && !(arg.starts_with("http://") || arg.starts_with("https://"))
-                {
+                if !(arg.is_empty() || arg.starts_with("http://") || arg.starts_with("https://")) {
                     return Err(CommandError::invalid(
                         name,
                         format!("{arg:?} is not an http:// or https:// URL"),
@@ -479,7 +480,11 @@ fn check_table_name(
 }
 
 /// `throttle` / `no-throttle`: the user's forced throttle. Returns a short confirmation.
-pub fn set_throttle(plane: &ControlPlane, table_arg: &str, on: bool) -> Result<String, CommandError> {
+pub fn set_throttle(
+    plane: &ControlPlane,
+    table_arg: &str,
+    on: bool,
+) -> Result<String, CommandError> {
     let command = if on { "throttle" } else { "no-throttle" };
     check_table_name(plane, command, table_arg, None)?;
     plane.controls.send_modify(|c| c.throttle = on);
@@ -628,7 +633,11 @@ pub fn status_hint(
     }
     if let Some(file) = &identity.postpone_flag_file {
         let set = if file.exists() { " [set]" } else { "" };
-        let _ = writeln!(out, "# postpone-cut-over-flag-file: {}{set}", file.display());
+        let _ = writeln!(
+            out,
+            "# postpone-cut-over-flag-file: {}{set}",
+            file.display()
+        );
     }
     if controls.postpone_cut_over {
         let _ = writeln!(out, "# cut-over: postponed until unpostpone");
@@ -830,7 +839,10 @@ mod tests {
 
         f.progress.send_modify(|p| p.phase = Phase::Postponed);
         let reply = handle(&f.plane, "sup").unwrap();
-        assert!(reply.contains("State: postponing cut-over; ETA: due"), "{reply}");
+        assert!(
+            reply.contains("State: postponing cut-over; ETA: due"),
+            "{reply}"
+        );
 
         f.progress.send_modify(|p| {
             p.phase = Phase::Succeeded;
@@ -866,7 +878,11 @@ mod tests {
             handle(&f.plane, "coordinates=?").unwrap(),
             "mysql-bin.000003:4567"
         );
-        assert!(handle(&f.plane, "sup").unwrap().contains("streamer: mysql-bin.000003:4567;"));
+        assert!(
+            handle(&f.plane, "sup")
+                .unwrap()
+                .contains("streamer: mysql-bin.000003:4567;")
+        );
         assert_eq!(
             handle(&f.plane, "coordinates=x:1"),
             Err(CommandError::Refused("coordinates are read-only".into()))
@@ -888,7 +904,10 @@ mod tests {
         handle(&f.plane, "chunk-size=-3").unwrap();
         assert_eq!(f.controls().chunk_size, 10);
         let err = handle(&f.plane, "chunk-size=abc").unwrap_err();
-        assert_eq!(err.to_string(), "invalid chunk-size: \"abc\" is not a whole number");
+        assert_eq!(
+            err.to_string(),
+            "invalid chunk-size: \"abc\" is not a whole number"
+        );
         assert!(handle(&f.plane, "chunk-size").is_err());
         assert_eq!(f.controls().chunk_size, 10);
     }
@@ -931,7 +950,11 @@ mod tests {
     #[test]
     fn load_thresholds_replace_or_refuse() {
         let f = fixture();
-        handle(&f.plane, "max-load=Threads_running=25,Threads_connected=500").unwrap();
+        handle(
+            &f.plane,
+            "max-load=Threads_running=25,Threads_connected=500",
+        )
+        .unwrap();
         assert_eq!(
             f.controls().max_load,
             vec![
@@ -975,7 +998,11 @@ mod tests {
             "select 1 from dual"
         );
         // Unquoted, with '=' inside: only the first '=' splits.
-        handle(&f.plane, "throttle-query=select count(*) > 0 from t where a=1").unwrap();
+        handle(
+            &f.plane,
+            "throttle-query=select count(*) > 0 from t where a=1",
+        )
+        .unwrap();
         assert_eq!(
             f.controls().throttle_query.as_deref(),
             Some("select count(*) > 0 from t where a=1")
@@ -1027,7 +1054,13 @@ mod tests {
             assert!(reply.starts_with(THROTTLE_HINT), "{on}");
             assert!(f.controls().throttle, "{on}");
         }
-        for off in ["no-throttle", "unthrottle", "resume", "continue", "resume=users"] {
+        for off in [
+            "no-throttle",
+            "unthrottle",
+            "resume",
+            "continue",
+            "resume=users",
+        ] {
             handle(&f.plane, "throttle").unwrap();
             let reply = handle(&f.plane, off).unwrap();
             assert!(reply.starts_with("# Migrating"), "{off}");
@@ -1106,7 +1139,9 @@ mod tests {
     fn postpone_flag_file_command_creates_the_file() {
         let flag = temp_file("postpone-cmd");
         let f = fixture();
-        f.plane.controls.send_modify(|c| c.cut_over_requested = true);
+        f.plane
+            .controls
+            .send_modify(|c| c.cut_over_requested = true);
         let reply = handle(
             &f.plane,
             &format!("postpone-cut-over-flag-file={}", flag.display()),
@@ -1117,7 +1152,10 @@ mod tests {
         let c = f.controls();
         assert!(c.postpone_cut_over && !c.cut_over_requested);
         assert!(handle(&f.plane, "postpone-cut-over-flag-file").is_err());
-        assert_eq!(handle(&f.plane, "postpone-cut-over-flag-file=?").unwrap(), "");
+        assert_eq!(
+            handle(&f.plane, "postpone-cut-over-flag-file=?").unwrap(),
+            ""
+        );
         let _ = std::fs::remove_file(flag);
     }
 
@@ -1158,7 +1196,14 @@ mod tests {
             let err = handle(&f.plane, line).unwrap_err();
             assert!(is_error_reply(&err.to_string()), "{line}: {err}");
         }
-        for line in ["help", "sup", "status", "chunk-size=?", "throttle", "coordinates"] {
+        for line in [
+            "help",
+            "sup",
+            "status",
+            "chunk-size=?",
+            "throttle",
+            "coordinates",
+        ] {
             let reply = handle(&f.plane, line).unwrap();
             assert!(!is_error_reply(&reply), "{line}: {reply}");
         }
@@ -1169,7 +1214,10 @@ mod tests {
     #[test]
     fn go_unquote_follows_strconv() {
         assert_eq!(go_unquote("\"select 1\"").as_deref(), Some("select 1"));
-        assert_eq!(go_unquote(r#""a\"b\\c\n\t""#).as_deref(), Some("a\"b\\c\n\t"));
+        assert_eq!(
+            go_unquote(r#""a\"b\\c\n\t""#).as_deref(),
+            Some("a\"b\\c\n\t")
+        );
         assert_eq!(go_unquote(r#""\x41\u00e9\101""#).as_deref(), Some("AéA"));
         assert_eq!(go_unquote("`raw \\n`").as_deref(), Some("raw \\n"));
         assert_eq!(go_unquote("'x'").as_deref(), Some("x"));
@@ -1183,7 +1231,10 @@ mod tests {
         // Not valid Go literals: kept verbatim by split_command.
         assert_eq!(split_command("throttle-query='a b'").1, "'a b'");
         assert_eq!(split_command("throttle-query=\"a b\"").1, "a b");
-        assert_eq!(split_command("  chunk-size =  42 \n"), ("chunk-size", "42".to_string()));
+        assert_eq!(
+            split_command("  chunk-size =  42 \n"),
+            ("chunk-size", "42".to_string())
+        );
     }
 
     #[test]
