@@ -95,7 +95,8 @@ async fn migrate(cfg: MigrationConfig, controls: Controls, flags: &MigrateFlags)
             postpone_flag_file: cfg.postpone_cut_over_flag_file.clone(),
             started: std::time::Instant::now(),
         },
-    );
+    )
+    .with_hooks(crate::engine::migration::hooks_for(&cfg));
     let socket_path = if flags.serve_socket_file.is_empty() {
         server::default_socket_path(&cfg.database, &cfg.table)
     } else {
@@ -206,9 +207,31 @@ async fn wait_for_termination() {
     }
 }
 
-/// One status line per interval, in the spirit of gh-ost's.
+/// Progress for people: a live bar when stdout is a terminal, otherwise gh-ost's status line
+/// every interval (and at every phase change to Postponed).
 async fn status_lines(mut progress: watch::Receiver<Progress>, interval: Duration) {
+    use std::io::IsTerminal;
     let started = std::time::Instant::now();
+    if std::io::stdout().is_terminal() {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} rows ({percent}%) {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        loop {
+            let p = progress.borrow().clone();
+            bar.set_length(p.rows_estimate.max(p.rows_copied));
+            bar.set_position(p.rows_copied);
+            bar.set_message(bar_message(&p));
+            if p.phase.is_terminal() {
+                bar.finish();
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), progress.changed()).await;
+        }
+    }
     loop {
         let _ = tokio::time::timeout(interval, async {
             loop {
@@ -222,33 +245,29 @@ async fn status_lines(mut progress: watch::Receiver<Progress>, interval: Duratio
         })
         .await;
         let p = progress.borrow().clone();
-        let eta = match (p.phase, p.eta_seconds) {
-            (Phase::Postponed, _) => "postponed".to_string(),
-            (_, Some(s)) => format!("{s}s"),
-            _ => "due".to_string(),
-        };
-        let throttle = if p.throttle.active {
-            format!("throttled, {}", p.throttle.reason)
-        } else {
-            "migrating".to_string()
-        };
         println!(
-            "Copy: {}/{} {:.1}%; Applied: {}; Backlog: {}; Time: {}s; ETA: {eta}; State: {:?} ({throttle}); Lag: {}",
-            p.rows_copied,
-            p.rows_estimate,
-            p.percent(),
-            p.events_applied,
-            p.backlog,
-            started.elapsed().as_secs(),
-            p.phase,
-            p.heartbeat_lag_millis
-                .map(|ms| format!("{:.2}s", ms as f64 / 1000.0))
-                .unwrap_or_else(|| "n/a".into()),
+            "{}",
+            crate::server::commands::status_line(&p, started.elapsed())
         );
         if p.phase.is_terminal() {
             return;
         }
     }
+}
+
+/// The bar's trailing text: phase, throttle reason, lag, ETA.
+fn bar_message(p: &Progress) -> String {
+    let mut parts = vec![format!("{:?}", p.phase)];
+    if p.throttle.active {
+        parts.push(format!("throttled: {}", p.throttle.reason));
+    }
+    if let Some(lag) = p.heartbeat_lag_millis {
+        parts.push(format!("lag {:.1}s", lag as f64 / 1000.0));
+    }
+    if let Some(eta) = p.eta_seconds {
+        parts.push(format!("ETA {eta}s"));
+    }
+    parts.join(", ")
 }
 
 fn init_logging(flags: &MigrateFlags) {

@@ -1644,8 +1644,9 @@ async fn check_ghost_trigger_names(
     Ok(())
 }
 
-/// The hooks of a migration, with the identity gh-ost gives them.
-fn hooks_for(cfg: &MigrationConfig) -> Hooks {
+/// The hooks of a migration, with the identity gh-ost gives them (also for front ends that fire
+/// the interactive-command hook).
+pub fn hooks_for(cfg: &MigrationConfig) -> Hooks {
     let names = TableNames::new(&cfg.table, cfg.force_table_names.as_deref(), None);
     let applier_host = cfg
         .primary

@@ -20,6 +20,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::engine::controls::Controls;
+use crate::engine::hooks::Hooks;
 use crate::engine::progress::Progress;
 
 /// What every front end needs: the controls to write, the progress to read, and which
@@ -29,9 +30,17 @@ pub struct ControlPlane {
     pub controls: watch::Sender<Controls>,
     pub progress: watch::Receiver<Progress>,
     pub identity: MigrationIdentity,
+    /// gh-ost's `gh-ost-on-interactive-command` hooks run before every socket/TCP command; a
+    /// failing hook rejects the command.
+    pub hooks: Option<Hooks>,
 }
 
 impl ControlPlane {
+    pub fn with_hooks(mut self, hooks: Hooks) -> Self {
+        self.hooks = Some(hooks);
+        self
+    }
+
     pub fn new(
         controls: watch::Sender<Controls>,
         progress: watch::Receiver<Progress>,
@@ -41,6 +50,7 @@ impl ControlPlane {
             controls,
             progress,
             identity,
+            hooks: None,
         }
     }
 

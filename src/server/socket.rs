@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tracing::{debug, info, warn};
 
 use super::{ControlPlane, commands};
+use crate::engine::hooks::{HookPoint, env_command};
 
 /// Longest command line accepted; anything longer is cut (a throttle query fits easily).
 const MAX_LINE: u64 = 64 * 1024;
@@ -148,9 +149,27 @@ where
         return Ok(());
     }
     let line = String::from_utf8_lossy(&line);
-    let reply = match commands::handle(plane, &line) {
-        Ok(reply) => reply,
-        Err(e) => e.to_string(),
+    let command = line.trim();
+    let vetoed = match &plane.hooks {
+        Some(hooks) => {
+            let progress = plane.progress_snapshot();
+            hooks
+                .fire(
+                    HookPoint::InteractiveCommand,
+                    &progress,
+                    &[env_command(command)],
+                )
+                .await
+                .err()
+        }
+        None => None,
+    };
+    let reply = match vetoed {
+        Some(e) => format!("command rejected by hook: {e}"),
+        None => match commands::handle(plane, &line) {
+            Ok(reply) => reply,
+            Err(e) => e.to_string(),
+        },
     };
     let mut stream = reader.into_inner().into_inner();
     stream.write_all(reply.as_bytes()).await?;

@@ -1,0 +1,415 @@
+//! Runtime control through the real binary, as a user drives it: throttle sources holding the
+//! copy (and releasing it), `ghost ctl` commands on the socket, panic, hooks at every point and
+//! webhooks.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+
+const ROWS: u32 = 20_000;
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ghost-rt-{name}-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+async fn seeded_schema(prefix: &str) -> common::TestSchema {
+    let schema = common::TestSchema::create(prefix).await;
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    conn.query_drop(format!(
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(32)); \
+         INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_{ROWS}"
+    ))
+    .await
+    .expect("seed");
+    schema
+}
+
+/// `ghost migrate` on the primary with a socket, plus `extra` flags; output goes to a log file.
+fn start_migration(schema: &str, dir: &Path, extra: &[String]) -> (Child, PathBuf) {
+    let p = common::primary();
+    let socket = dir.join("ghost.sock");
+    let log = std::fs::File::create(dir.join("ghost.log")).expect("log file");
+    let mut args = vec![
+        "migrate".to_string(),
+        format!("--host={}", p.host),
+        format!("--port={}", p.port),
+        format!("--user={}", p.user),
+        format!("--password={}", p.password.expose()),
+        format!("--database={schema}"),
+        "--table=t".into(),
+        "--alter=ADD COLUMN w INT NOT NULL DEFAULT 1".into(),
+        "--allow-on-master".into(),
+        "--chunk-size=200".into(),
+        format!("--replica-server-id={}", common::unique_server_id()),
+        format!("--serve-socket-file={}", socket.display()),
+        "--verbose".into(),
+        "--execute".into(),
+    ];
+    args.extend(extra.iter().cloned());
+    let child = Command::new(env!("CARGO_BIN_EXE_ghost"))
+        .args(&args)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("start ghost migrate");
+    (child, socket)
+}
+
+fn ctl(socket: &Path, command: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
+        .args(["ctl", "--socket", &socket.display().to_string(), command])
+        .output()
+        .expect("run ghost ctl");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// Rows copied, from gh-ost's status line (`Copy: 1200/20000 ...`).
+fn copied(status: &str) -> Option<u64> {
+    let at = status.find("Copy: ")? + 6;
+    status[at..].split('/').next()?.trim().parse().ok()
+}
+
+fn wait_for<F: FnMut() -> bool>(what: &str, limit: Duration, mut ok: F) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn finish(mut child: Child, dir: &Path, limit: Duration) -> (i32, String) {
+    let deadline = Instant::now() + limit;
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ghost migrate did not finish: {}", log_of(dir));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (code, log_of(dir))
+}
+
+fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("ghost.log")).unwrap_or_default()
+}
+
+async fn ghost_tables(schema: &common::TestSchema) -> Vec<String> {
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    conn.query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME LIKE '\\_%'")
+        .await
+        .expect("tables")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flag_file_and_throttle_command_hold_the_copy() {
+    let schema = seeded_schema("rtthrottle").await;
+    let dir = scratch_dir("throttle");
+    let flag = dir.join("throttle.flag");
+    std::fs::write(&flag, b"").expect("flag file");
+    let (child, socket) = start_migration(
+        &schema.name,
+        &dir,
+        &[format!("--throttle-flag-file={}", flag.display())],
+    );
+
+    wait_for("the socket", Duration::from_secs(20), || socket.exists());
+    wait_for("the flag-file throttle", Duration::from_secs(20), || {
+        ctl(&socket, "status").contains("flag-file")
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let status = ctl(&socket, "status");
+    assert_eq!(
+        copied(&status),
+        Some(0),
+        "the flag file holds the copy: {status}"
+    );
+
+    // The user's throttle takes over when the flag file goes.
+    assert!(!ctl(&socket, "throttle").contains("error"));
+    std::fs::remove_file(&flag).expect("remove flag");
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = ctl(&socket, "status");
+    assert_eq!(
+        copied(&status),
+        Some(0),
+        "the throttle command holds the copy: {status}"
+    );
+    assert!(status.contains("commanded by user"), "{status}");
+
+    let released = Instant::now();
+    ctl(&socket, "no-throttle");
+    let (code, log) = finish(child, &dir, Duration::from_secs(60));
+    assert_eq!(code, 0, "{log}");
+    eprintln!("no-throttle to done: {} ms", released.elapsed().as_millis());
+    assert!(ghost_tables(&schema).await.iter().all(|t| t == "_t_del"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_command_cancels_and_drops_the_migration_tables() {
+    let schema = seeded_schema("rtpanic").await;
+    let dir = scratch_dir("panic");
+    let flag = dir.join("throttle.flag");
+    std::fs::write(&flag, b"").expect("flag file");
+    let (child, socket) = start_migration(
+        &schema.name,
+        &dir,
+        &[format!("--throttle-flag-file={}", flag.display())],
+    );
+    wait_for("the flag-file throttle", Duration::from_secs(20), || {
+        socket.exists() && ctl(&socket, "status").contains("flag-file")
+    });
+    let reply = ctl(&socket, "panic");
+    assert!(reply.to_lowercase().contains("panic"), "{reply}");
+    let (code, log) = finish(child, &dir, Duration::from_secs(30));
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("cancelled"), "{log}");
+    assert!(
+        ghost_tables(&schema).await.is_empty(),
+        "nothing left behind"
+    );
+    assert!(!socket.exists(), "the socket file is removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_lag_holds_the_copy_until_replication_resumes() {
+    let schema = seeded_schema("rtlag").await;
+    let dir = scratch_dir("lag");
+    let flag = dir.join("throttle.flag");
+    std::fs::write(&flag, b"").expect("flag file");
+    let replica = common::replica();
+    let replica_admin = ghost::engine::conn::ConnectionConfig {
+        host: replica.host.clone(),
+        port: replica.port,
+        ..common::primary_admin()
+    };
+    // Inspect the replica, write on the primary: the replica's lag counts.
+    let (child, socket) = start_migration(
+        &schema.name,
+        &dir,
+        &[
+            format!("--host={}", replica.host),
+            format!("--port={}", replica.port),
+            format!("--assume-master-host={}", common::primary().endpoint()),
+            "--max-lag-millis=500".into(),
+            format!("--throttle-flag-file={}", flag.display()),
+        ],
+    );
+    wait_for("the flag-file throttle", Duration::from_secs(30), || {
+        socket.exists() && ctl(&socket, "status").contains("flag-file")
+    });
+    let mut admin = replica_admin.connect().await.expect("replica admin");
+    admin
+        .query_drop("STOP SLAVE SQL_THREAD")
+        .await
+        .expect("stop SQL thread");
+    std::fs::remove_file(&flag).expect("remove flag");
+    let lagging = Instant::now();
+    let mut saw_lag = String::new();
+    while lagging.elapsed() < Duration::from_secs(10) {
+        let status = ctl(&socket, "status");
+        if status.contains("lag") && status.contains("throttled") || status.contains("lag=") {
+            saw_lag = status;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let held = copied(&ctl(&socket, "status"));
+    admin
+        .query_drop("START SLAVE SQL_THREAD")
+        .await
+        .expect("start SQL thread");
+    assert!(
+        !saw_lag.is_empty(),
+        "lag was never the throttle reason: {}",
+        log_of(&dir)
+    );
+    assert_eq!(held, Some(0), "lag holds the copy: {saw_lag}");
+    let (code, log) = finish(child, &dir, Duration::from_secs(60));
+    assert_eq!(code, 0, "{log}");
+}
+
+/// A hooks directory whose every hook appends its name (and one env var) to `fired`.
+fn hooks_dir(dir: &Path, fail: Option<&str>) -> PathBuf {
+    let hooks = dir.join("hooks");
+    std::fs::create_dir_all(&hooks).expect("hooks dir");
+    let fired = dir.join("fired");
+    for point in [
+        "gh-ost-on-startup",
+        "gh-ost-on-validated",
+        "gh-ost-on-rowcount-complete",
+        "gh-ost-on-before-row-copy",
+        "gh-ost-on-row-copy-complete",
+        "gh-ost-on-begin-postponed",
+        "gh-ost-on-before-cut-over",
+        "gh-ost-on-interactive-command",
+        "gh-ost-on-status",
+        "gh-ost-on-success",
+        "gh-ost-on-failure",
+    ] {
+        let path = hooks.join(format!("{point}-test"));
+        let exit = if fail == Some(point) {
+            "exit 1"
+        } else {
+            "exit 0"
+        };
+        let mut f = std::fs::File::create(&path).expect("hook");
+        writeln!(
+            f,
+            "#!/bin/sh\necho \"{point} $GH_OST_TABLE_NAME $GHOST_GHOST_TABLE_NAME\" >> '{}'\n{exit}",
+            fired.display()
+        )
+        .expect("write hook");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    hooks
+}
+
+/// A local HTTP server that records the `X-Ghost-Event` of every POST and answers 200.
+fn webhook_receiver() -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let seen = events.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            let mut event = String::new();
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = lower.strip_prefix("x-ghost-event:") {
+                    event = v.trim().to_string();
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            if let Ok(mut e) = seen.lock() {
+                e.push(event);
+            }
+            let mut stream = reader.into_inner();
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_fire_at_every_point_and_webhooks_follow() {
+    let schema = seeded_schema("rthooks").await;
+    let dir = scratch_dir("hooks");
+    let hooks = hooks_dir(&dir, None);
+    let postpone = dir.join("postpone.flag");
+    let (url, events) = webhook_receiver();
+    let (child, socket) = start_migration(
+        &schema.name,
+        &dir,
+        &[
+            format!("--hooks-path={}", hooks.display()),
+            "--hooks-status-interval=1".into(),
+            format!("--postpone-cut-over-flag-file={}", postpone.display()),
+            format!("--webhook={url}"),
+        ],
+    );
+    wait_for("the postponed phase", Duration::from_secs(60), || {
+        socket.exists() && ctl(&socket, "status").contains("Postponed")
+    });
+    // An interactive command runs its hook first.
+    ctl(&socket, "sup");
+    std::thread::sleep(Duration::from_millis(1500));
+    ctl(&socket, "unpostpone");
+    let (code, log) = finish(child, &dir, Duration::from_secs(60));
+    assert_eq!(code, 0, "{log}");
+    let fired = std::fs::read_to_string(dir.join("fired")).expect("hooks ran");
+    let order: Vec<&str> = fired.lines().filter_map(|l| l.split(' ').next()).collect();
+    let position = |name: &str| {
+        order
+            .iter()
+            .position(|p| *p == name)
+            .unwrap_or_else(|| panic!("{name} did not fire: {order:?}"))
+    };
+    let sequence = [
+        "gh-ost-on-startup",
+        "gh-ost-on-validated",
+        "gh-ost-on-rowcount-complete",
+        "gh-ost-on-before-row-copy",
+        "gh-ost-on-row-copy-complete",
+        "gh-ost-on-before-cut-over",
+        "gh-ost-on-begin-postponed",
+        "gh-ost-on-success",
+    ];
+    for pair in sequence.windows(2) {
+        assert!(
+            position(pair[0]) < position(pair[1]),
+            "{} before {}: {order:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    position("gh-ost-on-interactive-command");
+    position("gh-ost-on-status");
+    assert!(!order.contains(&"gh-ost-on-failure"), "{order:?}");
+    assert!(
+        fired.contains("gh-ost-on-startup t _t_gho"),
+        "GH_OST_*/GHOST_* env: {fired}"
+    );
+    let delivered = events.lock().map(|e| e.clone()).unwrap_or_default();
+    for event in ["startup", "validated", "success"] {
+        assert!(
+            delivered.iter().any(|e| e == event),
+            "webhook {event} missing: {delivered:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_hook_aborts_and_leaves_nothing_behind() {
+    let schema = seeded_schema("rthookfail").await;
+    let dir = scratch_dir("hookfail");
+    let hooks = hooks_dir(&dir, Some("gh-ost-on-before-cut-over"));
+    let (child, _socket) = start_migration(
+        &schema.name,
+        &dir,
+        &[format!("--hooks-path={}", hooks.display())],
+    );
+    let (code, log) = finish(child, &dir, Duration::from_secs(60));
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("gh-ost-on-before-cut-over"), "{log}");
+    let fired = std::fs::read_to_string(dir.join("fired")).expect("hooks ran");
+    assert!(fired.contains("gh-ost-on-failure"), "{fired}");
+    assert!(
+        ghost_tables(&schema).await.is_empty(),
+        "nothing left behind"
+    );
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    let columns: Vec<String> = conn
+        .query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 't'")
+        .await
+        .expect("columns");
+    assert!(
+        !columns.contains(&"w".to_string()),
+        "the original is untouched"
+    );
+}
