@@ -44,6 +44,53 @@ pub enum Outcome {
     DryRun { ghost_create_table: String },
 }
 
+/// Rows per second over a sliding window, so the ETA follows the current pace.
+struct MovingRate {
+    window: Duration,
+    samples: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl MovingRate {
+    fn new(window: Duration) -> Self {
+        Self {
+            window,
+            samples: std::collections::VecDeque::new(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.samples.clear();
+    }
+
+    /// `total` rows copied so far, the last `chunk_rows` of them in `chunk_time`.
+    fn record(&mut self, total: u64, chunk_rows: u64, chunk_time: Duration) {
+        let now = Instant::now();
+        if self.samples.is_empty() {
+            // A fresh window starts where the first chunk started.
+            self.samples
+                .push_back((now - chunk_time, total.saturating_sub(chunk_rows)));
+        }
+        self.samples.push_back((now, total));
+        while self.samples.len() > 2
+            && self
+                .samples
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > self.window)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    fn per_second(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, r0)), Some((t1, r1))) if t1 > t0 && r1 >= r0 => {
+                (r1 - r0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
 /// Rows held for one apply transaction at most; only a larger source transaction is split.
 const MAX_PENDING_ROWS: usize = 5000;
 
@@ -777,12 +824,20 @@ impl Run {
             Some(key) => (key, false),
             None => (min, true),
         };
-        let started = Instant::now();
+        let mut rate = MovingRate::new(Duration::from_secs(10));
         loop {
             self.check_abort()?;
             // Throttling pauses both sides: queued changes wait in the bounded channel (and, past
             // it, in the server's binlog) until the throttle lifts.
             if self.throttled(live)? {
+                // No rate while nothing moves: the ETA says "unknown" instead of a stale guess.
+                rate.reset();
+                self.progress.send_if_modified(|p| {
+                    let changed = p.eta_seconds.is_some();
+                    p.eta_seconds = None;
+                    p.rows_per_second = 0.0;
+                    changed
+                });
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -829,14 +884,12 @@ impl Run {
                 .await;
             self.progress.send_modify(|p| {
                 p.rows_copied += chunk.rows;
-                let secs = started.elapsed().as_secs_f64();
-                if secs > 0.0 {
-                    p.rows_per_second = p.rows_copied as f64 / secs;
-                }
-                if p.rows_per_second > 0.0 {
+                rate.record(p.rows_copied, chunk.rows, chunk.elapsed);
+                p.rows_per_second = rate.per_second();
+                p.eta_seconds = (p.rows_per_second > 0.0).then(|| {
                     let left = p.rows_estimate.saturating_sub(p.rows_copied) as f64;
-                    p.eta_seconds = Some((left / p.rows_per_second).ceil() as u64);
-                }
+                    (left / p.rows_per_second).ceil() as u64
+                });
             });
             if controls.nice_ratio > 0.0 {
                 tokio::time::sleep(chunk.elapsed.mul_f64(controls.nice_ratio)).await;
@@ -1760,6 +1813,20 @@ pub fn column_list(columns: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn moving_rate_follows_the_recent_pace() {
+        let mut rate = MovingRate::new(Duration::from_secs(10));
+        assert_eq!(rate.per_second(), 0.0);
+        rate.record(1000, 1000, Duration::from_millis(500));
+        let r = rate.per_second();
+        assert!(r > 1500.0 && r < 2100.0, "{r}");
+        rate.reset();
+        // After a pause, the rate is the new chunk's, not the whole history's.
+        rate.record(5000, 100, Duration::from_millis(100));
+        let r = rate.per_second();
+        assert!(r > 800.0 && r < 1100.0, "{r}");
+    }
 
     #[test]
     fn trigger_names() {
