@@ -1,5 +1,6 @@
-//! `binlog_format=STATEMENT` is refused before anything is created. In its own test binary: it
-//! changes a global setting of the replica, which nothing else may see at the same time.
+//! `binlog_format=STATEMENT` is refused before anything is created, or switched with
+//! `--switch-to-rbr`. In its own test binary: it changes global settings of the replica, which
+//! nothing else may see at the same time; the tests take turns.
 
 mod common;
 
@@ -9,6 +10,7 @@ use mysql_async::prelude::Queryable;
 
 #[tokio::test]
 async fn statement_binlog_format_is_refused() {
+    let _turn = REPLICA_SETTINGS.lock().await;
     let replica_admin = ghost::engine::conn::ConnectionConfig {
         host: common::replica().host,
         port: common::replica().port,
@@ -48,5 +50,77 @@ async fn statement_binlog_format_is_refused() {
     assert!(
         stderr.contains("SET GLOBAL binlog_format='ROW'"),
         "{stderr}"
+    );
+}
+
+static REPLICA_SETTINGS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test]
+async fn switch_to_rbr_sets_row_format_and_migrates() {
+    let _turn = REPLICA_SETTINGS.lock().await;
+    let schema = common::TestSchema::create("rbr").await;
+    let mut primary = schema.admin_config().connect().await.expect("primary");
+    primary
+        .query_drop(
+            "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 1), (2, 2)",
+        )
+        .await
+        .expect("table");
+    let replica_admin = ghost::engine::conn::ConnectionConfig {
+        host: common::replica().host,
+        port: common::replica().port,
+        ..common::primary_admin()
+    };
+    let mut replica = replica_admin.connect().await.expect("replica admin");
+    // Wait until the table has replicated.
+    let pos: Option<String> = primary
+        .query_first("SELECT @@global.gtid_binlog_pos")
+        .await
+        .expect("gtid");
+    replica
+        .exec_drop("SELECT MASTER_GTID_WAIT(?, 30)", (pos.unwrap_or_default(),))
+        .await
+        .expect("catch up");
+    replica
+        .query_drop("SET GLOBAL binlog_format = 'STATEMENT'")
+        .await
+        .expect("set STATEMENT");
+    let r = common::replica();
+    let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
+        .args([
+            "migrate",
+            &format!("--host={}", r.host),
+            &format!("--port={}", r.port),
+            &format!("--user={}", r.user),
+            &format!("--password={}", r.password.expose()),
+            &format!("--database={}", schema.name),
+            "--table=t",
+            "--alter=ADD COLUMN w INT",
+            "--test-on-replica",
+            "--switch-to-rbr",
+            &format!("--replica-server-id={}", common::unique_server_id()),
+            "--execute",
+        ])
+        .output()
+        .expect("run ghost");
+    let format: Option<String> = replica
+        .query_first("SELECT @@global.binlog_format")
+        .await
+        .expect("format");
+    // --test-on-replica leaves replication stopped; restore the topology either way.
+    replica
+        .query_drop(format!(
+            "SET GLOBAL binlog_format = 'ROW'; START SLAVE; \
+             SET SESSION sql_log_bin = 0; DROP TABLE IF EXISTS `{0}`.`_t_gho`, `{0}`.`_t_del`",
+            schema.name
+        ))
+        .await
+        .expect("restore the replica");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        format.as_deref(),
+        Some("ROW"),
+        "--switch-to-rbr switched the format"
     );
 }

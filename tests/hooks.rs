@@ -754,3 +754,33 @@ async fn a_hanging_webhook_never_delays_the_migration() {
     let took = started.elapsed();
     assert!(took < Duration::from_secs(1), "flush took {took:?}");
 }
+
+#[tokio::test]
+async fn every_hook_point_runs_its_executables_and_aborts_where_gh_ost_does() {
+    for point in HookPoint::ALL {
+        let dir = TempDir::new("every");
+        let hooks_dir = dir.hooks();
+        let ran = dir.out("ran");
+        write_script(
+            &hooks_dir,
+            &format!("{}-probe", point.prefix()),
+            &format!(
+                "echo \"$GH_OST_TABLE_NAME $GHOST_DATABASE_NAME\" > '{}'\nexit 1",
+                ran.display()
+            ),
+        );
+        let hooks = Hooks::new(config(Some(&hooks_dir)), info());
+        let result = hooks.fire(point, &copying(), &[]).await;
+        let env = std::fs::read_to_string(&ran)
+            .unwrap_or_else(|_| panic!("{point} did not run its executable"));
+        assert!(
+            !env.trim().is_empty(),
+            "{point}: the environment reached the hook"
+        );
+        assert_eq!(
+            result.is_err(),
+            point.aborts_on_failure(),
+            "{point}: a failing hook aborts only where gh-ost's does"
+        );
+    }
+}

@@ -413,3 +413,31 @@ async fn a_failing_hook_aborts_and_leaves_nothing_behind() {
         "the original is untouched"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panic_flag_file_cancels_and_drops_the_migration_tables() {
+    let schema = seeded_schema("rtpanicfile").await;
+    let dir = scratch_dir("panicfile");
+    let flag = dir.join("throttle.flag");
+    let panic_file = dir.join("panic.flag");
+    std::fs::write(&flag, b"").expect("flag file");
+    let (child, socket) = start_migration(
+        &schema.name,
+        &dir,
+        &[
+            format!("--throttle-flag-file={}", flag.display()),
+            format!("--panic-flag-file={}", panic_file.display()),
+        ],
+    );
+    wait_for("the flag-file throttle", Duration::from_secs(20), || {
+        socket.exists() && ctl(&socket, "status").contains("flag-file")
+    });
+    std::fs::write(&panic_file, b"").expect("panic file");
+    let (code, log) = finish(child, &dir, Duration::from_secs(30));
+    assert_ne!(code, 0, "{log}");
+    assert!(log.contains("panic flag file"), "{log}");
+    assert!(
+        ghost_tables(&schema).await.is_empty(),
+        "nothing left behind"
+    );
+}

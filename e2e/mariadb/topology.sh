@@ -41,7 +41,7 @@ REPL_PASSWORD=repl-pass
 
 # Privileges of the 'ghost' user. All of these exist in MariaDB 10.11
 # (SLAVE MONITOR is an alias of REPLICA MONITOR there).
-GHOST_GRANTS="SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, LOCK TABLES, TRIGGER, EVENT, PROCESS, RELOAD, REPLICATION SLAVE, BINLOG MONITOR, REPLICA MONITOR, REPLICATION SLAVE ADMIN, SLAVE MONITOR"
+GHOST_GRANTS="SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, LOCK TABLES, TRIGGER, EVENT, PROCESS, RELOAD, REPLICATION SLAVE, BINLOG MONITOR, REPLICA MONITOR, REPLICATION SLAVE ADMIN, SLAVE MONITOR, REPLICATION MASTER ADMIN, BINLOG ADMIN"
 
 START_TIMEOUT=30
 STOP_TIMEOUT=30
@@ -323,10 +323,11 @@ check_replication() {
     sql replica "START SLAVE"
     need_wait=1
   fi
+  # Always (idempotent): a newer checkout may grant more than the cached data directory has.
+  ensure_users
   if ! tcp_login_ok "$PRIMARY_PORT" "$GHOST_USER" "$GHOST_PASSWORD" ||
     ! tcp_login_ok "$PRIMARY_PORT" "$ADMIN_USER" "$ADMIN_PASSWORD"; then
-    log "test users missing or passwords changed; (re)creating them on the primary"
-    ensure_users
+    log "test users were missing or their passwords changed; recreated them on the primary"
     need_wait=1
   fi
   if ((need_wait)); then

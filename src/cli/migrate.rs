@@ -354,6 +354,7 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     };
     cfg.allow_on_master = flags.allow_on_master;
     cfg.assume_rbr = flags.assume_rbr;
+    cfg.switch_to_rbr = flags.switch_to_rbr;
     cfg.replica_server_id = flags.replica_server_id;
     cfg.exact_rowcount = flags.exact_rowcount;
     cfg.default_retries = flags.default_retries.clamp(1, i64::from(u32::MAX)) as u32;

@@ -38,6 +38,8 @@ pub struct MigrationConfig {
     pub topology: Topology,
     pub allow_on_master: bool,
     pub assume_rbr: bool,
+    /// Set `binlog_format=ROW` on the inspected server when it is not (gh-ost `--switch-to-rbr`).
+    pub switch_to_rbr: bool,
     pub replica_server_id: u32,
     pub exact_rowcount: bool,
     pub default_retries: u32,
@@ -113,6 +115,7 @@ impl MigrationConfig {
             topology: Topology::Normal,
             allow_on_master: false,
             assume_rbr: false,
+            switch_to_rbr: false,
             replica_server_id: 99999,
             exact_rowcount: false,
             default_retries: 60,

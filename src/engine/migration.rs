@@ -266,6 +266,9 @@ impl Run {
         let mut inspector_conn = cfg.inspector.connect().await?;
         let server = ServerInfo::detect(&mut inspector_conn).await?;
         inspector::check_grants(&mut inspector_conn, &cfg.database).await?;
+        if cfg.switch_to_rbr {
+            switch_to_rbr(&mut inspector_conn, &server).await?;
+        }
         check_binlog_settings(&mut inspector_conn).await?;
         let (_, engine) =
             inspector::table_kind(&mut inspector_conn, &cfg.database, &cfg.table).await?;
@@ -1641,6 +1644,47 @@ async fn resolve_applier(
             Ok(cfg.inspector.clone())
         }
     }
+}
+
+/// gh-ost's `--switch-to-rbr`: ROW format on the inspected server, then a replication restart so
+/// its SQL thread logs in ROW too. Refused when replicas read from it: they would start
+/// receiving ROW events unannounced.
+async fn switch_to_rbr(conn: &mut Conn, server: &ServerInfo) -> Result<()> {
+    let format: Option<String> = conn
+        .query_first("SELECT @@global.binlog_format")
+        .await
+        .sql_context(|| "reading binlog_format".into())?;
+    if format.is_some_and(|f| f.eq_ignore_ascii_case("ROW")) {
+        return Ok(());
+    }
+    let replicas: Vec<mysql_async::Row> = conn
+        .query(if server.is_mariadb() {
+            "SHOW SLAVE HOSTS"
+        } else {
+            "SHOW REPLICAS"
+        })
+        .await
+        .sql_context(|| "listing replicas (--switch-to-rbr)".into())?;
+    if !replicas.is_empty() {
+        return Err(EngineError::Refused(format!(
+            "--switch-to-rbr: {} replica(s) read from this server; switch binlog_format to ROW yourself along the chain",
+            replicas.len()
+        )));
+    }
+    conn.query_drop("SET GLOBAL binlog_format = 'ROW'")
+        .await
+        .sql_context(|| "SET GLOBAL binlog_format = 'ROW' (--switch-to-rbr)".into())?;
+    let status: Option<mysql_async::Row> = conn
+        .query_first(server.replica_status_sql())
+        .await
+        .sql_context(|| "reading replication status".into())?;
+    if status.is_some() {
+        conn.query_drop("STOP SLAVE; START SLAVE")
+            .await
+            .sql_context(|| "restarting replication after --switch-to-rbr".into())?;
+    }
+    info!("binlog_format switched to ROW (--switch-to-rbr)");
+    Ok(())
 }
 
 async fn check_binlog_settings(conn: &mut Conn) -> Result<()> {
