@@ -1,5 +1,6 @@
 pub mod api;
 pub mod cli;
 pub mod engine;
+pub mod engine_pod;
 pub mod server;
 pub mod sql;

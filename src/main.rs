@@ -51,7 +51,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Migrate { args } => ghost::cli::migrate::run(&args),
-        Command::Engine { .. } => not_implemented("engine"),
+        Command::Engine { args } => ghost::cli::engine::run(&args),
         Command::Operator { .. } => not_implemented("operator"),
         Command::Ctl { args } => ghost::cli::ctl::run(&args),
         Command::Crd => {

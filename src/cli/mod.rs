@@ -2,5 +2,6 @@
 //! parser with Go `flag` syntax instead of clap (see `flags`).
 
 pub mod ctl;
+pub mod engine;
 pub mod flags;
 pub mod migrate;

@@ -1,0 +1,38 @@
+//! Whether a restarted engine pod should resume: the previous pod (killed, evicted, OOM) left
+//! its ghost, changelog and checkpoint tables and at least one checkpoint. Built only from the
+//! engine's public API, so the table names and the checkpoint format stay defined in one place.
+
+use crate::engine::Result;
+use crate::engine::checkpoint::CheckpointTable;
+use crate::engine::conn::ConnectionConfig;
+use crate::engine::inspector;
+use crate::engine::names::TableNames;
+
+/// True when `database.table` has a migration to resume: the same tables the engine's resume
+/// requires, plus a checkpoint in the checkpoint table. `conn` is the server the migration
+/// writes to (the primary).
+pub async fn has_resumable_checkpoint(
+    conn: &ConnectionConfig,
+    database: &str,
+    table: &str,
+) -> Result<bool> {
+    // The pod never forces table names, so the engine's default names apply.
+    let names = TableNames::new(table, None, None);
+    let mut session = conn.connect().await?;
+    let mut found = true;
+    for name in [&names.ghost, &names.changelog, &names.checkpoint] {
+        if !inspector::table_exists(&mut session, database, name).await? {
+            found = false;
+            break;
+        }
+    }
+    if found {
+        found = CheckpointTable::new(database, &names.checkpoint)
+            .latest(&mut session)
+            .await?
+            .is_some();
+    }
+    // A failed goodbye changes nothing: the server drops the session either way.
+    let _ = session.disconnect().await;
+    Ok(found)
+}
