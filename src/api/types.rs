@@ -669,8 +669,7 @@ pub struct ProgressStatus {
 }
 
 impl ProgressStatus {
-    /// The status form of an engine snapshot. `checkpoint_time` is left for the caller, which
-    /// knows when the checkpoint was written.
+    /// The status form of an engine snapshot.
     pub fn from_engine(progress: &Progress) -> Self {
         Self {
             phase: Some(progress.phase.into()),
@@ -691,7 +690,10 @@ impl ProgressStatus {
                 attempts: i32::try_from(progress.cut_over_attempts).unwrap_or(i32::MAX),
                 lock_millis: progress.cut_over_lock_millis.map(saturating_i64),
             }),
-            checkpoint_time: None,
+            checkpoint_time: progress
+                .last_checkpoint_unix
+                .and_then(|secs| k8s_openapi::jiff::Timestamp::from_second(secs).ok())
+                .map(Time),
         }
     }
 }

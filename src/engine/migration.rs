@@ -963,6 +963,9 @@ impl Run {
         {
             Ok(()) => {
                 self.last_checkpoint = Instant::now();
+                let now = chrono::Utc::now().timestamp();
+                self.progress
+                    .send_modify(|p| p.last_checkpoint_unix = Some(now));
                 info!(position = %checkpoint.position, rows_copied, "checkpoint success");
             }
             Err(e) => warn!(error = %e, "checkpoint failed; the previous one stays valid"),

@@ -53,6 +53,8 @@ pub struct Progress {
     pub cut_over_lock_millis: Option<u64>,
     /// The last binlog position whose changes are all applied.
     pub applied_position: Option<BinlogPosition>,
+    /// When the last resumable checkpoint was written (seconds since the epoch).
+    pub last_checkpoint_unix: Option<i64>,
     pub message: String,
 }
 
