@@ -2,5 +2,6 @@ pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod engine_pod;
+pub mod operator;
 pub mod server;
 pub mod sql;

@@ -38,11 +38,6 @@ enum Command {
     Version,
 }
 
-fn not_implemented(what: &str) -> ExitCode {
-    eprintln!("ghost {what}: not implemented yet in this build");
-    ExitCode::from(2)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -52,7 +47,7 @@ fn main() -> ExitCode {
         }
         Command::Migrate { args } => ghost::cli::migrate::run(&args),
         Command::Engine { args } => ghost::cli::engine::run(&args),
-        Command::Operator { .. } => not_implemented("operator"),
+        Command::Operator { args } => ghost::cli::operator::run(&args),
         Command::Ctl { args } => ghost::cli::ctl::run(&args),
         Command::Crd => {
             print!("{}", ghost::api::crd_yaml());

@@ -5,3 +5,4 @@ pub mod ctl;
 pub mod engine;
 pub mod flags;
 pub mod migrate;
+pub mod operator;

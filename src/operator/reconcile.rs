@@ -1,0 +1,936 @@
+//! One reconcile of one SchemaMigration.
+//!
+//! Level-based and idempotent: every run looks at the resource, its Job and the other
+//! migrations, and converges. The steps:
+//!
+//! 1. the finalizer (kube's helper): added before anything runs, so a deletion always gets its
+//!    cleanup (`finalizer.rs`);
+//! 2. the Job: read it; if there is none, ask the queue whether this migration may start, check
+//!    the Secret, then create it (`job.rs`, `queue.rs`);
+//! 3. the status: one pure function (`api::compute_status`) of the engine's progress and the Job's
+//!    state, written with server-side apply under `ghost-operator` only when it changed, and never
+//!    the `progress` field (the engine owns it);
+//! 4. Events for what changed (phase, Job created, blockers, controls).
+//!
+//! A finished migration (Succeeded, Failed, Cancelled) never gets another Job: its Job is not even
+//! looked at again, and the status function keeps its outcome.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalized, finalizer as with_finalizer};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, warn};
+
+use super::finalizer::{self, FINALIZER, TableCleaner};
+use super::job::{self, EngineDefaults, JobError};
+use super::metrics::Metrics;
+use super::queue::{self, Decision, Entry, Slot};
+use crate::api::controls::InvalidControl;
+use crate::api::status::{CONTROLS_VALID, READY, SUCCEEDED};
+use crate::api::types::{CredentialsSecretRef, ValueSource};
+use crate::api::{
+    JobState, MigrationPhase, ProgressStatus, SchemaMigration, SchemaMigrationStatus, StatusInput,
+    compute_status, effective_controls,
+};
+
+/// The field manager of every write the controller makes.
+pub const FIELD_MANAGER: &str = "ghost-operator";
+/// The `reportingController` of its Events.
+pub const REPORTER: &str = "ghost-operator";
+
+/// Poll cadence while the engine runs; Job changes and the engine's status writes trigger a
+/// reconcile anyway, this is the safety net.
+const REQUEUE_RUNNING: Duration = Duration::from_secs(15);
+/// Waiting for a human to release the cut-over: nothing changes on its own.
+const REQUEUE_POSTPONED: Duration = Duration::from_secs(60);
+/// Queued: another migration's end is not an event of this resource, so look again soon.
+const REQUEUE_QUEUED: Duration = Duration::from_secs(10);
+/// Blocked on the user (Secret missing): Secrets are not watched.
+const REQUEUE_BLOCKED: Duration = Duration::from_secs(30);
+const REQUEUE_ERROR: Duration = Duration::from_secs(30);
+const REQUEUE_CLEANUP_WAIT: Duration = Duration::from_secs(5);
+
+/// The apiserver caps an Event's note at 1 kB.
+const MAX_NOTE_BYTES: usize = 1000;
+
+const PANIC_BEFORE_START: &str =
+    "ghost/panic=true was set before the engine started; no Job was created";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("the resource has no {0}")]
+    MissingField(&'static str),
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// Not a failure: the deletion waits for the engine pod to stop.
+    #[error("cleanup waits: {0}")]
+    CleanupPending(String),
+    #[error("cleanup failed: {0}")]
+    Cleanup(String),
+}
+
+impl Error {
+    /// The `error` label of the failure metric.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
+            Error::MissingField(_) => "invalid_object",
+            Error::Job(_) => "job",
+            Error::CleanupPending(_) => "cleanup_pending",
+            Error::Cleanup(_) => "cleanup",
+        }
+    }
+
+    /// What the deletion is waiting for, when that is all this error says.
+    pub fn cleanup_pending(&self) -> Option<&str> {
+        match self {
+            Error::CleanupPending(what) => Some(what.as_str()),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::CleanupFailed(e) => e.cleanup_pending(),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// Everything a reconcile needs besides the resource.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    /// The controller's cache of every SchemaMigration it watches, for the queue.
+    pub store: Store<SchemaMigration>,
+    pub metrics: Arc<Metrics>,
+    pub engine: EngineDefaults,
+    pub max_per_host: usize,
+    /// Drops ghost's tables when a resource is deleted (the engine's code; a fake in tests).
+    pub cleaner: Arc<dyn TableCleaner>,
+    /// uids of the migrations whose Job this process created: the cache may not show their
+    /// new status yet, and the queue must count them as started.
+    started: Mutex<HashSet<String>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        identity: &str,
+        store: Store<SchemaMigration>,
+        metrics: Arc<Metrics>,
+        engine: EngineDefaults,
+        max_per_host: usize,
+        cleaner: Arc<dyn TableCleaner>,
+    ) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: REPORTER.to_string(),
+                instance: Some(identity.to_string()),
+            },
+        );
+        Self {
+            client,
+            recorder,
+            store,
+            metrics,
+            engine,
+            max_per_host: max_per_host.max(1),
+            cleaner,
+            started: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn mark_started(&self, uid: &str) {
+        // A poisoned set is still a valid set: a panic elsewhere does not corrupt a HashSet.
+        self.started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(uid.to_string());
+    }
+
+    fn started_here(&self, uid: &str) -> bool {
+        self.started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(uid)
+    }
+
+    pub(crate) fn forget(&self, uid: &str) {
+        self.started
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(uid);
+    }
+
+    /// Every known migration as the queue sees it, with `fresh` (the object being reconciled)
+    /// in place of its possibly older cached copy.
+    pub(crate) fn queue_entries(&self, fresh: &SchemaMigration) -> Vec<Entry> {
+        let fresh_uid = fresh.uid();
+        let mut entries: Vec<Entry> = self
+            .store
+            .state()
+            .iter()
+            .filter(|s| s.uid() != fresh_uid)
+            .map(|s| {
+                let here = s.uid().is_some_and(|uid| self.started_here(&uid));
+                Entry::from_migration(s, here)
+            })
+            .collect();
+        let here = fresh_uid.is_some_and(|uid| self.started_here(&uid));
+        entries.push(Entry::from_migration(fresh, here));
+        entries
+    }
+
+    /// Publishes an Event about `smig`. Events are best effort: a failure is logged, never
+    /// fails the reconcile.
+    pub(crate) async fn publish(&self, smig: &SchemaMigration, event: PlannedEvent) {
+        let event = Event {
+            type_: event.type_,
+            reason: event.reason.to_string(),
+            note: Some(truncate(&event.note, MAX_NOTE_BYTES)),
+            action: event.action.to_string(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &smig.object_ref(&())).await {
+            warn!(reason = %event.reason, "cannot publish an Event: {e}");
+        }
+    }
+}
+
+/// An Event to publish, decided by pure code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEvent {
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub note: String,
+}
+
+impl PlannedEvent {
+    pub fn normal(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
+        Self {
+            type_: EventType::Normal,
+            reason,
+            action,
+            note: note.into(),
+        }
+    }
+
+    pub fn warning(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
+        Self {
+            type_: EventType::Warning,
+            reason,
+            action,
+            note: note.into(),
+        }
+    }
+}
+
+/// Why a migration that may start cannot: a cause of its own that the user must fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    /// One of `queue::BLOCKED_REASONS`: the Ready condition's reason.
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The Job side of one reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Observation {
+    job: JobState,
+    job_name: Option<String>,
+    blocker: Option<Blocker>,
+    /// This reconcile created the Job.
+    created: bool,
+    /// `ghost/panic=true` before any Job existed: the migration ends here, Cancelled.
+    cancelled_before_start: bool,
+}
+
+impl Observation {
+    fn with(job: JobState, job_name: Option<String>) -> Self {
+        Self {
+            job,
+            job_name,
+            blocker: None,
+            created: false,
+            cancelled_before_start: false,
+        }
+    }
+
+    fn blocked(blocker: Blocker) -> Self {
+        Self {
+            blocker: Some(blocker),
+            ..Self::with(JobState::NotCreated, None)
+        }
+    }
+}
+
+/// The controller's reconcile function.
+pub async fn reconcile(smig: Arc<SchemaMigration>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started();
+    let namespace = smig
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let span = tracing::info_span!("reconcile", namespace = %namespace, name = %smig.name_any());
+    let api: Api<SchemaMigration> = Api::namespaced(ctx.client.clone(), &namespace);
+    let inner = ctx.clone();
+    with_finalizer(&api, FINALIZER, smig, |event| async move {
+        match event {
+            Finalized::Apply(smig) => apply(&smig, &inner).await,
+            Finalized::Cleanup(smig) => finalizer::cleanup(&smig, &inner).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// The controller's error policy: retry soon; a deletion waiting for its pod is not a failure.
+pub fn error_policy(smig: Arc<SchemaMigration>, error: &Error, ctx: Arc<Context>) -> Action {
+    let namespace = smig.namespace().unwrap_or_default();
+    let name = smig.name_any();
+    if let Some(what) = error.cleanup_pending() {
+        debug!(%namespace, %name, "deletion waits: {what}");
+        return Action::requeue(REQUEUE_CLEANUP_WAIT);
+    }
+    ctx.metrics.reconcile_failed(error.metric_label());
+    warn!(%namespace, %name, "reconcile failed: {error}");
+    Action::requeue(REQUEUE_ERROR)
+}
+
+/// The resource exists and carries the finalizer.
+async fn apply(smig: &SchemaMigration, ctx: &Context) -> Result<Action, Error> {
+    let namespace = smig
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let name = smig.name_any();
+    let uid = smig.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let previous = smig.status.as_ref();
+    let progress = previous.and_then(|s| s.progress.as_ref());
+    let (controls, sources, invalid) = effective_controls(&smig.spec, smig.annotations());
+
+    let finished = previous
+        .and_then(|s| s.phase)
+        .is_some_and(MigrationPhase::is_terminal);
+    let observation = if finished {
+        Observation::with(JobState::NotCreated, None)
+    } else {
+        observe_job(smig, ctx, &namespace, &name, &uid, controls.panic).await?
+    };
+
+    let now = now();
+    let synthetic;
+    let (job_for_status, progress_for_status) = if observation.cancelled_before_start {
+        // The status function's own rule: an engine that reports Cancelled is final.
+        synthetic = ProgressStatus {
+            phase: Some(MigrationPhase::Cancelled),
+            message: Some(PANIC_BEFORE_START.to_string()),
+            ..ProgressStatus::default()
+        };
+        (JobState::Running, Some(&synthetic))
+    } else {
+        (observation.job.clone(), progress)
+    };
+    let mut status = compute_status(&StatusInput {
+        generation: smig.metadata.generation,
+        previous,
+        progress: progress_for_status,
+        job: &job_for_status,
+        job_name: observation.job_name.as_deref(),
+        execute: smig.spec.execute,
+        controls: &sources,
+        invalid_controls: &invalid,
+        now: &now,
+    });
+    if observation.cancelled_before_start {
+        // It never started.
+        status.start_time = previous.and_then(|s| s.start_time.clone());
+    }
+    if let Some(blocker) = &observation.blocker {
+        apply_blocker(&mut status, blocker);
+    }
+
+    if status_changed(previous, &status) {
+        write_status(&ctx.client, &namespace, &name, &status).await?;
+    }
+    for event in planned_events(previous, &status, &observation, &invalid) {
+        ctx.publish(smig, event).await;
+    }
+    ctx.metrics.observe(&namespace, &name, &status, progress);
+    Ok(next_action(&status, &observation))
+}
+
+/// Reads the Job, or decides whether to create it and does.
+async fn observe_job(
+    smig: &SchemaMigration,
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    panic: bool,
+) -> Result<Observation, Error> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    let job_name = job::job_name(name);
+    if let Some(existing) = jobs.get_opt(&job_name).await? {
+        if !job::is_owned_by(&existing, uid) {
+            return Ok(Observation::blocked(Blocker {
+                reason: "JobNameTaken",
+                message: format!(
+                    "Job {job_name} exists but belongs to something else (a Job of a deleted \
+                     SchemaMigration of the same name still being removed?): waiting for it to go"
+                ),
+            }));
+        }
+        // Also after a restart of the operator: this Job counts as started from now on.
+        ctx.mark_started(uid);
+        return Ok(Observation::with(job::job_state(&existing), Some(job_name)));
+    }
+
+    // The Job is gone after the engine reported its outcome: that outcome stands.
+    let engine_phase = smig
+        .status
+        .as_ref()
+        .and_then(|s| s.progress.as_ref())
+        .and_then(|p| p.phase)
+        .filter(|p| p.is_terminal());
+    if let Some(phase) = engine_phase {
+        let state = if phase == MigrationPhase::Failed {
+            JobState::Failed {
+                message: "the engine Job was deleted".to_string(),
+            }
+        } else {
+            JobState::Succeeded
+        };
+        return Ok(Observation::with(state, None));
+    }
+
+    if panic {
+        return Ok(Observation {
+            cancelled_before_start: true,
+            ..Observation::with(JobState::NotCreated, None)
+        });
+    }
+
+    let me = Entry::from_migration(smig, ctx.started_here(uid));
+    // A migration that started before and lost its Job (deleted by hand) gets it back without
+    // queueing: it still holds its table, and the engine resumes from its checkpoint.
+    if me.slot != Slot::Active {
+        let entries = ctx.queue_entries(smig);
+        if let Decision::Wait(reason) = queue::decide(&me, &entries, ctx.max_per_host) {
+            debug!(%reason, "queued");
+            return Ok(Observation::with(JobState::Queued { reason }, None));
+        }
+    }
+
+    let credentials = &smig.spec.connection.credentials_secret_ref;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret = secrets.get_opt(&credentials.name).await?;
+    if let Err(blocker) = check_secret(secret.as_ref(), namespace, credentials) {
+        return Ok(Observation::blocked(blocker));
+    }
+
+    let job = job::build_job(smig, &ctx.engine)?;
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
+    match jobs.create(&params, &job).await {
+        Ok(_) => info!(job = %job_name, "created the engine Job"),
+        // A concurrent reconcile won the race; the Job is the same either way.
+        Err(kube::Error::Api(status)) if status.is_already_exists() => {
+            debug!(job = %job_name, "the engine Job exists already");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    ctx.mark_started(uid);
+    Ok(Observation {
+        created: true,
+        ..Observation::with(JobState::Running, Some(job_name))
+    })
+}
+
+/// Whether the Secret exists and has both keys. Only key names are looked at, never values.
+pub fn check_secret(
+    secret: Option<&Secret>,
+    namespace: &str,
+    credentials: &CredentialsSecretRef,
+) -> Result<(), Blocker> {
+    let user_key = &credentials.username_key;
+    let password_key = &credentials.password_key;
+    let Some(secret) = secret else {
+        return Err(Blocker {
+            reason: "SecretNotFound",
+            message: format!(
+                "Secret {} not found in namespace {namespace}: create it with keys \
+                 {user_key}/{password_key} (the MySQL user and password), e.g. kubectl -n \
+                 {namespace} create secret generic {} --from-literal={user_key}=... \
+                 --from-literal={password_key}=...",
+                credentials.name, credentials.name
+            ),
+        });
+    };
+    let has = |key: &str| {
+        secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+            || secret
+                .string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(key))
+    };
+    let missing: Vec<&str> = [user_key.as_str(), password_key.as_str()]
+        .into_iter()
+        .filter(|&key| !has(key))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Blocker {
+        reason: "SecretKeyMissing",
+        message: format!(
+            "Secret {} in namespace {namespace} has no key {}: add it, or set \
+             spec.connection.credentialsSecretRef.usernameKey/passwordKey to the keys it has",
+            credentials.name,
+            missing.join(" nor ")
+        ),
+    })
+}
+
+/// Puts a blocker's cause where humans and tools look: the message and the Ready and Succeeded
+/// conditions (whose status the status function already set: False and Unknown).
+fn apply_blocker(status: &mut SchemaMigrationStatus, blocker: &Blocker) {
+    status.message = Some(blocker.message.clone());
+    for c in &mut status.conditions {
+        if c.type_ == READY || c.type_ == SUCCEEDED {
+            c.reason = blocker.reason.to_string();
+            c.message = blocker.message.clone();
+        }
+    }
+}
+
+/// Whether the controller's fields differ from what the resource shows (the engine's
+/// `progress` is not the controller's to compare or write).
+fn status_changed(
+    previous: Option<&SchemaMigrationStatus>,
+    status: &SchemaMigrationStatus,
+) -> bool {
+    match previous {
+        None => true,
+        Some(previous) => {
+            let mut ours = previous.clone();
+            ours.progress = None;
+            ours != *status
+        }
+    }
+}
+
+/// Server-side apply of the controller's status fields. The body never has `progress`
+/// (`compute_status` leaves it `None`), so the engine's field stays the engine's.
+async fn write_status(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    status: &SchemaMigrationStatus,
+) -> Result<(), Error> {
+    let api: Api<SchemaMigration> = Api::namespaced(client.clone(), namespace);
+    let body = json!({
+        "apiVersion": SchemaMigration::api_version(&()),
+        "kind": SchemaMigration::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The Events one reconcile publishes, in order.
+fn planned_events(
+    previous: Option<&SchemaMigrationStatus>,
+    status: &SchemaMigrationStatus,
+    observation: &Observation,
+    invalid: &[InvalidControl],
+) -> Vec<PlannedEvent> {
+    let mut events = Vec::new();
+    if let Some(job) = observation
+        .job_name
+        .as_ref()
+        .filter(|_| observation.created)
+    {
+        events.push(PlannedEvent::normal(
+            "JobCreated",
+            "StartEngine",
+            format!("created Job {job}: the engine starts"),
+        ));
+    }
+    if let Some(blocker) = &observation.blocker {
+        let already_said =
+            previous.and_then(|s| s.message.as_deref()) == Some(blocker.message.as_str());
+        if !already_said {
+            events.push(PlannedEvent::warning(
+                blocker.reason,
+                "StartEngine",
+                blocker.message.clone(),
+            ));
+        }
+    }
+
+    let old_phase = previous.and_then(|s| s.phase);
+    if let Some(phase) = status.phase.filter(|p| Some(*p) != old_phase) {
+        let note = status.message.clone().unwrap_or_else(|| phase.to_string());
+        events.push(match phase {
+            MigrationPhase::Failed | MigrationPhase::Cancelled => {
+                PlannedEvent::warning(phase.as_str(), "Migrate", note)
+            }
+            _ => PlannedEvent::normal(phase.as_str(), "Migrate", note),
+        });
+    }
+
+    if !invalid.is_empty() {
+        let message_of = |s: &SchemaMigrationStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == CONTROLS_VALID)
+                .map(|c| c.message.clone())
+        };
+        let now = message_of(status);
+        if now != previous.and_then(message_of) {
+            let list = invalid
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            events.push(PlannedEvent::warning(
+                "InvalidAnnotation",
+                "ApplyControls",
+                list,
+            ));
+        }
+    }
+
+    // Control changes, once there is a previous value to compare with.
+    if let Some(previous) = previous.filter(|p| !p.effective_controls.is_empty()) {
+        let changed: Vec<String> = status
+            .effective_controls
+            .iter()
+            .filter(|c| !previous.effective_controls.contains(c))
+            .map(|c| {
+                let source = match c.source {
+                    ValueSource::Spec => "spec",
+                    ValueSource::Annotation => "annotation",
+                    ValueSource::Default => "default",
+                };
+                format!("{}={} (from {source})", c.name, c.value)
+            })
+            .collect();
+        if !changed.is_empty() {
+            events.push(PlannedEvent::normal(
+                "ControlsChanged",
+                "ApplyControls",
+                changed.join(", "),
+            ));
+        }
+    }
+    events
+}
+
+fn next_action(status: &SchemaMigrationStatus, observation: &Observation) -> Action {
+    match status.phase {
+        Some(phase) if phase.is_terminal() => Action::await_change(),
+        _ if observation.blocker.is_some() => Action::requeue(REQUEUE_BLOCKED),
+        Some(MigrationPhase::Queued) => Action::requeue(REQUEUE_QUEUED),
+        Some(MigrationPhase::Postponed) => Action::requeue(REQUEUE_POSTPONED),
+        _ => Action::requeue(REQUEUE_RUNNING),
+    }
+}
+
+/// Now, to the second: the API stores times to the second, and a status computed from the
+/// stored one must compare equal to it.
+fn now() -> Time {
+    let now = Timestamp::now();
+    Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+
+    use super::*;
+    use crate::api::types::ControlSource;
+
+    fn credentials() -> CredentialsSecretRef {
+        CredentialsSecretRef {
+            name: "shop-db".into(),
+            username_key: "username".into(),
+            password_key: "password".into(),
+        }
+    }
+
+    fn secret(keys: &[&str]) -> Secret {
+        Secret {
+            data: Some(
+                keys.iter()
+                    .map(|k| (k.to_string(), ByteString(b"x".to_vec())))
+                    .collect::<BTreeMap<_, _>>(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    #[test]
+    fn secret_checks_say_what_to_do() {
+        let missing = check_secret(None, "shop", &credentials()).unwrap_err();
+        assert_eq!(missing.reason, "SecretNotFound");
+        assert!(
+            missing.message.starts_with(
+                "Secret shop-db not found in namespace shop: create it with keys username/password"
+            ),
+            "{}",
+            missing.message
+        );
+
+        let no_password = check_secret(Some(&secret(&["username"])), "shop", &credentials());
+        let blocker = no_password.unwrap_err();
+        assert_eq!(blocker.reason, "SecretKeyMissing");
+        assert!(blocker.message.contains("has no key password"));
+
+        let none = check_secret(Some(&secret(&[])), "shop", &credentials()).unwrap_err();
+        assert!(none.message.contains("has no key username nor password"));
+
+        assert_eq!(
+            check_secret(
+                Some(&secret(&["username", "password"])),
+                "shop",
+                &credentials()
+            ),
+            Ok(())
+        );
+        let string_data = Secret {
+            string_data: Some(BTreeMap::from([
+                ("username".to_string(), "u".to_string()),
+                ("password".to_string(), "p".to_string()),
+            ])),
+            ..Secret::default()
+        };
+        assert_eq!(
+            check_secret(Some(&string_data), "shop", &credentials()),
+            Ok(())
+        );
+        // Every blocker reason is one the queue knows.
+        for reason in [missing.reason, blocker.reason, "JobNameTaken"] {
+            assert!(queue::BLOCKED_REASONS.contains(&reason));
+        }
+    }
+
+    fn status_with(phase: MigrationPhase, message: &str) -> SchemaMigrationStatus {
+        SchemaMigrationStatus {
+            phase: Some(phase),
+            message: Some(message.into()),
+            ..SchemaMigrationStatus::default()
+        }
+    }
+
+    fn observation() -> Observation {
+        Observation::with(JobState::Running, Some("ghost-add-age".into()))
+    }
+
+    #[test]
+    fn events_on_phase_changes_only() {
+        let before = status_with(MigrationPhase::Pending, "waiting");
+        let after = status_with(MigrationPhase::Copying, "copying rows");
+        let events = planned_events(Some(&before), &after, &observation(), &[]);
+        assert_eq!(
+            events,
+            [PlannedEvent::normal("Copying", "Migrate", "copying rows")]
+        );
+        assert!(planned_events(Some(&after), &after, &observation(), &[]).is_empty());
+
+        let failed = status_with(MigrationPhase::Failed, "no unique key");
+        let events = planned_events(Some(&after), &failed, &observation(), &[]);
+        assert_eq!(events[0].type_, EventType::Warning);
+        assert_eq!(events[0].reason, "Failed");
+    }
+
+    #[test]
+    fn job_created_and_blocker_events() {
+        let status = status_with(MigrationPhase::Pending, "waiting for the engine to start");
+        let created = Observation {
+            created: true,
+            ..observation()
+        };
+        let events = planned_events(None, &status, &created, &[]);
+        let reasons: Vec<&str> = events.iter().map(|e| e.reason).collect();
+        assert_eq!(reasons, ["JobCreated", "Pending"]);
+
+        let blocker = Blocker {
+            reason: "SecretNotFound",
+            message: "Secret shop-db not found".into(),
+        };
+        let blocked = Observation::blocked(blocker.clone());
+        let mut status = status_with(MigrationPhase::Pending, "");
+        apply_blocker(&mut status, &blocker);
+        let events = planned_events(None, &status, &blocked, &[]);
+        assert_eq!(events[0].type_, EventType::Warning);
+        assert_eq!(events[0].reason, "SecretNotFound");
+        // Said once, not at every requeue.
+        assert!(planned_events(Some(&status), &status, &blocked, &[]).is_empty());
+    }
+
+    #[test]
+    fn invalid_annotations_and_control_changes() {
+        let invalid = vec![InvalidControl {
+            annotation: "ghost/chunk-size".into(),
+            value: "huge".into(),
+            reason: "must be a whole number".into(),
+        }];
+        let control = |value: &str, source| ControlSource {
+            name: "throttle".into(),
+            value: value.into(),
+            source,
+        };
+        let mut before = status_with(MigrationPhase::Copying, "copying");
+        before.effective_controls = vec![control("false", ValueSource::Default)];
+        let mut after = before.clone();
+        after.effective_controls = vec![control("true", ValueSource::Annotation)];
+        after.conditions = vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: CONTROLS_VALID.into(),
+            status: "False".into(),
+            reason: "InvalidAnnotation".into(),
+            message: "ghost/chunk-size=\"huge\" ignored".into(),
+            observed_generation: None,
+            last_transition_time: now(),
+        }];
+        let events = planned_events(Some(&before), &after, &observation(), &invalid);
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[0].reason, "InvalidAnnotation");
+        assert_eq!(events[0].type_, EventType::Warning);
+        assert!(events[0].note.contains("ghost/chunk-size"));
+        assert_eq!(events[1].reason, "ControlsChanged");
+        assert_eq!(events[1].note, "throttle=true (from annotation)");
+
+        // The same invalid annotation at the next reconcile: no repeat.
+        assert!(planned_events(Some(&after), &after, &observation(), &invalid).is_empty());
+    }
+
+    #[test]
+    fn blockers_show_in_message_and_conditions() {
+        let mut status = compute_status(&StatusInput {
+            generation: Some(1),
+            previous: None,
+            progress: None,
+            job: &JobState::NotCreated,
+            job_name: None,
+            execute: true,
+            controls: &[],
+            invalid_controls: &[],
+            now: &now(),
+        });
+        let blocker = Blocker {
+            reason: "SecretNotFound",
+            message: "Secret x not found in namespace y".into(),
+        };
+        apply_blocker(&mut status, &blocker);
+        assert_eq!(status.phase, Some(MigrationPhase::Pending));
+        assert_eq!(
+            status.message.as_deref(),
+            Some("Secret x not found in namespace y")
+        );
+        let ready = status.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "SecretNotFound")
+        );
+        assert_eq!(
+            next_action(&status, &Observation::blocked(blocker)),
+            Action::requeue(REQUEUE_BLOCKED)
+        );
+    }
+
+    #[test]
+    fn status_comparison_ignores_the_engines_progress() {
+        let ours = status_with(MigrationPhase::Copying, "copying");
+        let mut seen = ours.clone();
+        seen.progress = Some(ProgressStatus {
+            percent: Some(50.0),
+            ..ProgressStatus::default()
+        });
+        assert!(!status_changed(Some(&seen), &ours));
+        assert!(status_changed(None, &ours));
+        assert!(status_changed(
+            Some(&seen),
+            &status_with(MigrationPhase::Copying, "copying rows: 10")
+        ));
+    }
+
+    #[test]
+    fn requeue_cadence() {
+        let o = observation();
+        let at = |phase| next_action(&status_with(phase, ""), &o);
+        assert_eq!(at(MigrationPhase::Succeeded), Action::await_change());
+        assert_eq!(at(MigrationPhase::Queued), Action::requeue(REQUEUE_QUEUED));
+        assert_eq!(
+            at(MigrationPhase::Postponed),
+            Action::requeue(REQUEUE_POSTPONED)
+        );
+        assert_eq!(
+            at(MigrationPhase::Copying),
+            Action::requeue(REQUEUE_RUNNING)
+        );
+    }
+
+    #[test]
+    fn notes_are_cut_on_a_char_boundary() {
+        let long = "é".repeat(800);
+        let cut = truncate(&long, MAX_NOTE_BYTES);
+        assert!(cut.len() <= MAX_NOTE_BYTES);
+        assert!(cut.ends_with('…'));
+        assert_eq!(truncate("short", MAX_NOTE_BYTES), "short");
+    }
+
+    #[test]
+    fn errors_inside_the_finalizer_keep_their_kind() {
+        let pending = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::CleanupFailed(
+            Error::CleanupPending("pod x".into()),
+        )));
+        assert_eq!(pending.cleanup_pending(), Some("pod x"));
+        assert_eq!(pending.metric_label(), "cleanup_pending");
+        let failed = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::CleanupFailed(
+            Error::Cleanup("db down".into()),
+        )));
+        assert_eq!(failed.cleanup_pending(), None);
+        assert_eq!(failed.metric_label(), "cleanup");
+    }
+}

@@ -1,0 +1,151 @@
+//! The operator's admin port: `/metrics` (OpenMetrics text), `/healthz` (liveness) and `/readyz`
+//! (readiness).
+//!
+//! Liveness fails once the controller has stopped for good (lost its lease, its watch ended), so
+//! the kubelet restarts the pod. Readiness turns true once this replica has taken its role: the
+//! leader when its cache is filled, a standby replica as soon as it waits for the lease.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use super::metrics::{CONTENT_TYPE, Metrics};
+
+/// What the admin endpoints report.
+pub struct AdminState {
+    pub metrics: Arc<Metrics>,
+    ready: AtomicBool,
+    healthy: AtomicBool,
+}
+
+impl AdminState {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            ready: AtomicBool::new(false),
+            healthy: AtomicBool::new(true),
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Binds first, so a taken port fails the start instead of a background task.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await?;
+    info!(address = %addr, "serving /metrics, /healthz and /readyz");
+    Ok(listener)
+}
+
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>) -> io::Result<()> {
+    axum::serve(listener, router(state)).await
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz(State(state): State<Arc<AdminState>>) -> (StatusCode, &'static str) {
+    if state.is_healthy() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the controller has stopped\n",
+        )
+    }
+}
+
+async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, &'static str) {
+    if state.is_ready() && state.is_healthy() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn health_and_readiness() {
+        let state = Arc::new(AdminState::new(Arc::new(Metrics::new())));
+        assert_eq!(healthz(State(state.clone())).await.0, StatusCode::OK);
+        assert_eq!(
+            readyz(State(state.clone())).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        state.set_ready(true);
+        assert_eq!(readyz(State(state.clone())).await.0, StatusCode::OK);
+        state.set_healthy(false);
+        assert_eq!(
+            healthz(State(state.clone())).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            readyz(State(state.clone())).await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_are_openmetrics_text() {
+        let state = Arc::new(AdminState::new(Arc::new(Metrics::new())));
+        state.metrics.set_leader(true);
+        let response = metrics(State(state)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], CONTENT_TYPE);
+    }
+
+    #[tokio::test]
+    async fn serves_on_a_port() {
+        let state = Arc::new(AdminState::new(Arc::new(Metrics::new())));
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve(listener, state));
+        let body = reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(body, "ok\n");
+        server.abort();
+    }
+}
