@@ -31,6 +31,21 @@ mod tests {
         );
     }
 
+    #[test]
+    fn chart_and_kustomize_ship_the_same_crd() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        for copy in [
+            "charts/ghost/crds/schemamigrations.ghost.dev.yaml",
+            "config/crd/schemamigrations.ghost.dev.yaml",
+        ] {
+            let shipped = std::fs::read_to_string(root.join(copy)).unwrap_or_default();
+            assert!(
+                shipped.trim_end() == crd_yaml().trim_end(),
+                "{copy} is missing or differs from the code: run scripts/sync-chart-crd"
+            );
+        }
+    }
+
     fn crd_json() -> Value {
         serde_json::to_value(SchemaMigration::crd()).unwrap()
     }
