@@ -269,7 +269,7 @@ impl Run {
         if cfg.switch_to_rbr {
             switch_to_rbr(&mut inspector_conn, &server).await?;
         }
-        check_binlog_settings(&mut inspector_conn).await?;
+        super::streamer::preflight(&mut inspector_conn, &server).await?;
         let (_, engine) =
             inspector::table_kind(&mut inspector_conn, &cfg.database, &cfg.table).await?;
 
@@ -1687,33 +1687,6 @@ async fn switch_to_rbr(conn: &mut Conn, server: &ServerInfo) -> Result<()> {
             .sql_context(|| "restarting replication after --switch-to-rbr".into())?;
     }
     info!("binlog_format switched to ROW (--switch-to-rbr)");
-    Ok(())
-}
-
-async fn check_binlog_settings(conn: &mut Conn) -> Result<()> {
-    let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
-        .query_first("SELECT @@global.log_bin, @@global.binlog_format, @@global.binlog_row_image")
-        .await
-        .sql_context(|| "reading binlog settings".into())?;
-    let (log_bin, format, image) = row.unwrap_or_default();
-    let log_bin = log_bin.unwrap_or_default();
-    if !(log_bin == "1" || log_bin.eq_ignore_ascii_case("ON")) {
-        return Err(EngineError::ServerConfig(
-            "binary logging is off on the inspected server: start it with --log-bin".into(),
-        ));
-    }
-    let format = format.unwrap_or_default();
-    if !format.eq_ignore_ascii_case("ROW") {
-        return Err(EngineError::ServerConfig(format!(
-            "binlog_format is {format}, not ROW: run SET GLOBAL binlog_format='ROW' and restart replication"
-        )));
-    }
-    let image = image.unwrap_or_default();
-    if !image.eq_ignore_ascii_case("FULL") {
-        return Err(EngineError::ServerConfig(format!(
-            "binlog_row_image is {image}, not FULL: run SET GLOBAL binlog_row_image='FULL'"
-        )));
-    }
     Ok(())
 }
 

@@ -562,8 +562,9 @@ impl BinlogStreamer {
     }
 }
 
-/// Refuses server settings under which row changes would be missing or unreadable.
-async fn preflight(conn: &mut mysql_async::Conn, server: &ServerInfo) -> Result<()> {
+/// Refuses server settings under which row changes would be missing or unreadable (also the
+/// migration's validation of the inspected server).
+pub async fn preflight(conn: &mut mysql_async::Conn, server: &ServerInfo) -> Result<()> {
     let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
         .query_first("SELECT @@global.log_bin, @@global.binlog_format, @@global.binlog_row_image")
         .await
