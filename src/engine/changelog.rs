@@ -3,6 +3,7 @@
 
 use mysql_async::{Conn, Value, prelude::Queryable};
 
+use super::ddl::drop_table_if_exists;
 use super::error::{Result, SqlContext};
 use crate::sql::qualified;
 
@@ -19,19 +20,21 @@ pub const STATE_MIGRATED: &str = "Migrated";
 #[derive(Clone, Debug)]
 pub struct Changelog {
     table: String,
+    schema: String,
+    name: String,
 }
 
 impl Changelog {
     pub fn new(schema: &str, name: &str) -> Self {
         Self {
             table: qualified(schema, name),
+            schema: schema.to_string(),
+            name: name.to_string(),
         }
     }
 
     pub async fn recreate(&self, conn: &mut Conn) -> Result<()> {
-        conn.query_drop(format!("DROP TABLE IF EXISTS {}", self.table))
-            .await
-            .sql_context(|| format!("dropping {}", self.table))?;
+        drop_table_if_exists(conn, &self.schema, &self.name).await?;
         conn.query_drop(format!(
             "CREATE TABLE {} (\
                id BIGINT UNSIGNED AUTO_INCREMENT, \
@@ -47,9 +50,7 @@ impl Changelog {
     }
 
     pub async fn drop_table(&self, conn: &mut Conn) -> Result<()> {
-        conn.query_drop(format!("DROP TABLE IF EXISTS {}", self.table))
-            .await
-            .sql_context(|| format!("dropping {}", self.table))
+        drop_table_if_exists(conn, &self.schema, &self.name).await
     }
 
     async fn write(&self, conn: &mut Conn, id: u64, hint: &str, value: &str) -> Result<()> {

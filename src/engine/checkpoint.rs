@@ -6,6 +6,7 @@
 use mysql_async::{Conn, Value, prelude::Queryable};
 use serde_json::json;
 
+use super::ddl::drop_table_if_exists;
 use super::error::{EngineError, Result, SqlContext};
 use super::position::{BinlogCoordinates, BinlogPosition};
 use crate::sql::qualified;
@@ -23,19 +24,21 @@ pub struct Checkpoint {
 #[derive(Clone, Debug)]
 pub struct CheckpointTable {
     table: String,
+    schema: String,
+    name: String,
 }
 
 impl CheckpointTable {
     pub fn new(schema: &str, name: &str) -> Self {
         Self {
             table: qualified(schema, name),
+            schema: schema.to_string(),
+            name: name.to_string(),
         }
     }
 
     pub async fn recreate(&self, conn: &mut Conn) -> Result<()> {
-        conn.query_drop(format!("DROP TABLE IF EXISTS {}", self.table))
-            .await
-            .sql_context(|| format!("dropping {}", self.table))?;
+        drop_table_if_exists(conn, &self.schema, &self.name).await?;
         conn.query_drop(format!(
             "CREATE TABLE {} (\
                gh_ost_chk_id BIGINT AUTO_INCREMENT PRIMARY KEY, \
@@ -56,9 +59,7 @@ impl CheckpointTable {
     }
 
     pub async fn drop_table(&self, conn: &mut Conn) -> Result<()> {
-        conn.query_drop(format!("DROP TABLE IF EXISTS {}", self.table))
-            .await
-            .sql_context(|| format!("dropping {}", self.table))
+        drop_table_if_exists(conn, &self.schema, &self.name).await
     }
 
     pub async fn write(

@@ -10,9 +10,9 @@ use mysql_async::prelude::Queryable;
 
 use super::conn::ConnectionConfig;
 use super::cutover::SENTRY_COMMENT;
+use super::ddl::drop_table_if_exists;
 use super::error::{Result, SqlContext};
 use super::names::TableNames;
-use crate::sql::qualified;
 
 /// Drops the auxiliary tables of a migration of `database`.`table` that exist, and returns the
 /// names it dropped (empty when there was nothing to do).
@@ -40,13 +40,7 @@ pub async fn drop_migration_tables(
     let plan = tables_to_drop(&names, &found);
     let mut dropped = Vec::with_capacity(plan.len());
     for name in plan {
-        session
-            .query_drop(format!(
-                "DROP TABLE IF EXISTS {}",
-                qualified(database, &name)
-            ))
-            .await
-            .sql_context(|| format!("dropping {database}.{name}"))?;
+        drop_table_if_exists(&mut session, database, &name).await?;
         dropped.push(name);
     }
     // A failed goodbye does not undo the drops.

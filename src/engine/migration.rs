@@ -21,6 +21,7 @@ use super::conn::ConnectionConfig;
 use super::controls::Controls;
 use super::copier::{Copier, CopyKey, KeyTuple};
 use super::cutover::CutOverTables;
+use super::ddl::drop_table_if_exists;
 use super::dialect::ServerInfo;
 use super::error::{EngineError, Result, SqlContext};
 use super::hooks::{HookPoint, Hooks, MigrationInfo, env_instant_ddl, env_last_batch_copy_error};
@@ -379,13 +380,7 @@ impl Run {
                         qualified(&cfg.database, name)
                     )));
                 }
-                ddl_conn
-                    .query_drop(format!(
-                        "DROP TABLE IF EXISTS {}",
-                        qualified(&cfg.database, name)
-                    ))
-                    .await
-                    .sql_context(|| format!("dropping leftover {name}"))?;
+                drop_table_if_exists(&mut ddl_conn, &cfg.database, name).await?;
             }
         }
 
@@ -1303,13 +1298,7 @@ impl Run {
         tables.create_sentry(&mut self.ddl_conn).await?;
         let mut lock_a = self.applier_cfg.connect().await?;
         if let Err(e) = tables.lock(&mut lock_a, timeout).await {
-            let _ = self
-                .ddl_conn
-                .query_drop(format!(
-                    "DROP TABLE IF EXISTS {}",
-                    qualified(&tables.schema, &tables.old)
-                ))
-                .await;
+            let _ = drop_table_if_exists(&mut self.ddl_conn, &tables.schema, &tables.old).await;
             return Err(e);
         }
         let locked_at = Instant::now();
@@ -1484,10 +1473,8 @@ impl Run {
         let old = qualified(&self.cfg.database, &self.names.old);
         if self.cfg.topology != Topology::TestOnReplica {
             if self.cfg.ok_to_drop_table {
-                self.ddl_conn
-                    .query_drop(format!("DROP TABLE IF EXISTS {old}"))
-                    .await
-                    .sql_context(|| format!("dropping the old table {old}"))?;
+                drop_table_if_exists(&mut self.ddl_conn, &self.cfg.database, &self.names.old)
+                    .await?;
                 if let Some(table) = self.checkpoint_table() {
                     table.drop_table(&mut self.ddl_conn).await?;
                 }
@@ -1518,13 +1505,7 @@ impl Run {
     async fn drop_aux_tables(&mut self) -> Result<()> {
         self.stop_tasks();
         for name in [&self.names.ghost, &self.names.changelog] {
-            self.ddl_conn
-                .query_drop(format!(
-                    "DROP TABLE IF EXISTS {}",
-                    qualified(&self.cfg.database, name)
-                ))
-                .await
-                .sql_context(|| format!("dropping {name}"))?;
+            drop_table_if_exists(&mut self.ddl_conn, &self.cfg.database, name).await?;
         }
         self.created_tables = false;
         Ok(())
@@ -1548,12 +1529,7 @@ impl Run {
         // A fresh connection: the DDL one may be the one that broke.
         let mut conn = self.applier_cfg.connect().await?;
         for name in [&self.names.ghost, &self.names.changelog] {
-            conn.query_drop(format!(
-                "DROP TABLE IF EXISTS {}",
-                qualified(&self.cfg.database, name)
-            ))
-            .await
-            .sql_context(|| format!("dropping {name}"))?;
+            drop_table_if_exists(&mut conn, &self.cfg.database, name).await?;
         }
         // The sentry, only if it is ours.
         let comment: Option<String> = conn
@@ -1564,12 +1540,7 @@ impl Run {
             .await
             .sql_context(|| "looking for the sentry".into())?;
         if comment.as_deref() == Some(super::cutover::SENTRY_COMMENT) {
-            conn.query_drop(format!(
-                "DROP TABLE IF EXISTS {}",
-                qualified(&self.cfg.database, &self.names.old)
-            ))
-            .await
-            .sql_context(|| "dropping the sentry".into())?;
+            drop_table_if_exists(&mut conn, &self.cfg.database, &self.names.old).await?;
         }
         self.created_tables = false;
         Ok(())

@@ -11,6 +11,7 @@ pub mod conn;
 pub mod controls;
 pub mod copier;
 pub mod cutover;
+pub mod ddl;
 pub mod dialect;
 pub mod error;
 pub mod hooks;
