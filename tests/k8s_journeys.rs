@@ -1,661 +1,114 @@
-//! Tier-5 journeys (DESIGN.md §4): the operator against a real kube-apiserver and
-//! kube-controller-manager on loopback (`e2e/k8s/cluster.sh`), engine pods run by the test's node
-//! agent (`tests/e2e/node_agent.rs`), tables on the local MariaDB topology
+//! Tier-5 journeys (DESIGN.md §4): what a user does with `kubectl`, against a real kube-apiserver
+//! and kube-controller-manager on loopback (`e2e/k8s/cluster.sh`), engine pods run by the test's
+//! node agent (`tests/e2e/node_agent.rs`), tables on the local MariaDB topology
 //! (`e2e/mariadb/topology.sh`).
 //!
 //! Nothing runs with more rights than in a real cluster: the operator is `ghost operator` as a
-//! child process with a kubeconfig holding a token of the `ghost-operator` ServiceAccount, and
-//! every engine pod gets a token of its pod's ServiceAccount (`ghost-engine`). A missing RBAC
-//! verb in `config/rbac` fails a journey.
+//! child process with a token of the `ghost-operator` ServiceAccount, and every engine pod gets a
+//! token of its pod's ServiceAccount (`ghost-engine`). A missing RBAC verb in `config/rbac` fails
+//! a journey. The harness is `tests/e2e/harness.rs`; the table, the writer and the manifests are
+//! `tests/e2e/fixture.rs`.
 //!
-//! Setup shared by the journeys, behind one tokio Mutex (journeys run one at a time: they share
-//! the node name, the operator's namespace and the database server):
-//! - once per test binary: `cluster.sh start` (idempotent; builds the binaries when not cached)
-//!   and `cluster.sh env`, then the namespace, the CRD and the RBAC of `config/default`. The
-//!   Deployment of `config/manager` is left out on purpose: the operator runs here as a child
-//!   process, and a Deployment would leave a second, Pending operator pod behind;
-//! - per journey: the operator child process and the node agent. A `#[tokio::test]` runtime ends
-//!   with its test, and the agent's tasks with it, so they cannot be shared between journeys.
-//!
-//! Journeys to come, in this order (each its own #[tokio::test], same harness):
-//! - throttle: `ghost/throttle=true` annotation → condition Throttled, Event ControlsChanged,
-//!   copying stops (rowsCopied stays), removing it resumes and the migration succeeds;
-//! - postpone: `spec.cutOver.postpone: true` → phase Postponed with the copy at 100 %, then
-//!   setting it to false (or the annotation) cuts over;
-//! - panic: `ghost/panic` annotation → engine exits 3, phase Cancelled, ghost tables dropped;
-//! - invalid spec: CEL rejections at `kubectl apply` (immutable fields, bad alter), and a
-//!   missing Secret key → Event SecretKeyMissing, no Job;
-//! - delete running: `kubectl delete smig` mid-copy → the finalizer waits for the pod, the
-//!   node agent SIGTERMs the engine, ghost tables dropped, the resource gone;
-//! - two on one table: the second waits (Queued) until the first is done (max-per-host 1);
-//! - pod deleted mid-copy: the Job makes a new pod, which resumes from the checkpoint;
-//! - re-apply: applying the same finished resource again does not start a second engine.
+//! Every journey prints `journeys: <name>: ...` lines with what it measured (latencies from the
+//! user's command to what `.status` shows); CI keeps them in its log.
 
 mod common;
 
+#[path = "e2e/fixture.rs"]
+mod fixture;
+#[path = "e2e/harness.rs"]
+mod harness;
 #[path = "e2e/node_agent.rs"]
 mod node_agent;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
-use kube::Client;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 
-use node_agent::{AgentOptions, NodeAgent};
+use fixture::{Manifest, TABLE, Table, Writer, Writes};
+use harness::{CLUSTER, Cluster, NAMESPACE, Stack, WAIT_SUCCEEDED, elapsed, finish};
 
-const REPO: &str = env!("CARGO_MANIFEST_DIR");
-const GHOST: &str = env!("CARGO_BIN_EXE_ghost");
-/// The operator's namespace; the engine ServiceAccount and its RoleBinding are there too, so the
-/// journeys' migrations live in it.
-const NAMESPACE: &str = "ghost-system";
-const OPERATOR_SERVICE_ACCOUNT: &str = "ghost-operator";
-const NODE: &str = "ghost-e2e-node";
-/// Marks everything a journey creates, for the cleanup.
-const E2E_LABEL: &str = "ghost.dev/e2e";
-const WAIT_SUCCEEDED: &str = "120s";
+/// Long enough for any phase on a loaded 2-core machine; the measured times are far lower.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The user's expectation for annotate → `.status` (the issue's "within 2 s"), with room for a
+/// shared CI machine; the measured figure is printed.
+const CONTROL_LATENCY_LIMIT: Duration = Duration::from_secs(5);
+/// Between the writer's statements.
+const WRITE_PAUSE: Duration = Duration::from_millis(3);
 
-/// What `cluster.sh env` reports, plus whether config/ is applied.
-#[allow(dead_code)]
-#[derive(Clone, Debug)]
-struct Cluster {
-    kubeconfig: PathBuf,
-    bin_dir: PathBuf,
-    run_dir: PathBuf,
-    server: String,
-    ca_pem: String,
-    installed: bool,
+/// One `#[tokio::test]` per journey, one journey at a time, always cleaned up.
+macro_rules! journey {
+    ($test:ident, $body:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $test() {
+            let mut slot = CLUSTER.lock().await;
+            let t0 = Instant::now();
+            let cluster = harness::cluster(&mut slot).await;
+            let stack = Stack::start(&cluster, stringify!($test)).await;
+            let result = AssertUnwindSafe($body(&cluster, &stack))
+                .catch_unwind()
+                .await;
+            finish(stringify!($test), t0, &cluster, stack, result).await;
+        }
+    };
 }
 
-static CLUSTER: tokio::sync::Mutex<Option<Cluster>> = tokio::sync::Mutex::const_new(None);
+journey!(basic_add_column, basic);
+journey!(throttle_annotation, throttle);
+journey!(postponed_cut_over, postpone);
+journey!(panic_annotation, panic);
+journey!(invalid_specs_and_missing_secret, invalid);
+journey!(delete_running_migration, delete_running);
+journey!(two_migrations_on_one_table, two_on_one_table);
+journey!(engine_pod_deleted_mid_copy, pod_deleted);
+journey!(reapply_finished_manifest, reapply);
 
-fn elapsed(since: Instant) -> String {
-    format!("{:.1}s", since.elapsed().as_secs_f64())
+// ------------------------------------------------------------------------------ helpers
+
+fn say(journey: &str, text: impl AsRef<str>) {
+    eprintln!("journeys: {journey}: {}", text.as_ref());
 }
 
-// ------------------------------------------------------------------------------ commands
-
-struct Output {
-    ok: bool,
-    stdout: String,
-    stderr: String,
+async fn apply(cluster: &Cluster, manifest: &Manifest) -> String {
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(manifest.render().as_str()))
+        .await
 }
 
-async fn run(program: &Path, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(program);
-    command
-        .args(args)
-        .current_dir(REPO)
-        .envs(env.iter().copied())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
+fn progress_i64(smig: &Value, field: &str) -> i64 {
+    smig["status"]["progress"][field].as_i64().unwrap_or(-1)
+}
+
+fn condition<'a>(smig: &'a Value, type_: &str) -> Option<&'a Value> {
+    smig["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// Copying with at least one chunk copied.
+async fn wait_copying(stack: &Stack, name: &str) -> (Value, Duration) {
+    stack
+        .wait_smig(name, "copying", PHASE_TIMEOUT, |smig| {
+            smig["status"]["phase"] == "Copying" && progress_i64(smig, "rowsCopied") > 0
         })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(text.as_bytes())
-            .await
-            .unwrap_or_else(|e| panic!("stdin of {}: {e}", program.display()));
-        drop(pipe);
-    }
-    let out = child
-        .wait_with_output()
         .await
-        .unwrap_or_else(|e| panic!("wait for {}: {e}", program.display()));
-    Output {
-        ok: out.status.success(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
 }
 
-async fn cluster_sh(command: &str) -> Output {
-    let script = Path::new(REPO).join("e2e/k8s/cluster.sh");
-    let script = script.display().to_string();
-    run(Path::new("bash"), &[script.as_str(), command], None, &[]).await
-}
-
-impl Cluster {
-    fn kubectl_path(&self) -> PathBuf {
-        self.bin_dir.join("kubectl")
-    }
-
-    /// kubectl as the admin.
-    async fn kubectl_in(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let kubeconfig = self.kubeconfig.display().to_string();
-        let mut full = vec!["--kubeconfig", kubeconfig.as_str()];
-        full.extend_from_slice(args);
-        run(&self.kubectl_path(), &full, stdin, &[]).await
-    }
-
-    /// kubectl that must succeed; returns stdout.
-    async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let out = self.kubectl_in(args, stdin).await;
-        assert!(
-            out.ok,
-            "kubectl {} failed:\n{}\n{}",
-            args.join(" "),
-            out.stdout,
-            out.stderr
-        );
-        out.stdout
-    }
-
-    async fn admin_client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig)
-            .unwrap_or_else(|e| panic!("read {}: {e}", self.kubeconfig.display()));
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .expect("admin kubeconfig");
-        Client::try_from(config).expect("admin client")
-    }
-}
-
-/// `export NAME=value` lines (values quoted by bash's printf %q) → map.
-fn parse_env(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter_map(|line| line.trim().strip_prefix("export "))
-        .filter_map(|rest| rest.split_once('='))
-        .map(|(name, value)| (name.to_string(), unquote(value)))
-        .collect()
-}
-
-fn unquote(value: &str) -> String {
-    if let Some(inner) = value.strip_prefix("$'").and_then(|v| v.strip_suffix('\'')) {
-        return inner.to_string();
-    }
-    if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
-        return inner.to_string();
-    }
-    // Backslash escapes of %q.
-    let mut out = String::new();
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            if let Some(next) = chars.next() {
-                out.push(next);
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Starts (or finds) the cluster and installs config/ once; later calls reuse it.
-async fn cluster(slot: &mut Option<Cluster>) -> Cluster {
-    if let Some(cluster) = slot.as_ref() {
-        return cluster.clone();
-    }
-    let t0 = Instant::now();
-    let start = cluster_sh("start").await;
-    assert!(
-        start.ok,
-        "e2e/k8s/cluster.sh start failed (build the binaries with e2e/k8s/build.sh):\n{}\n{}",
-        start.stdout, start.stderr
-    );
-    let env = cluster_sh("env").await;
-    assert!(env.ok, "e2e/k8s/cluster.sh env failed: {}", env.stderr);
-    let vars = parse_env(&env.stdout);
-    let var = |name: &str| {
-        vars.get(name)
-            .cloned()
-            .unwrap_or_else(|| panic!("cluster.sh env did not print {name}:\n{}", env.stdout))
-    };
-    let ca_path = var("GHOST_K8S_CA");
-    let mut cluster = Cluster {
-        kubeconfig: PathBuf::from(var("KUBECONFIG")),
-        bin_dir: PathBuf::from(var("GHOST_K8S_BIN_DIR")),
-        run_dir: PathBuf::from(var("GHOST_K8S_RUN_DIR")),
-        server: var("GHOST_K8S_SERVER"),
-        ca_pem: std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("read {ca_path}: {e}")),
-        installed: false,
-    };
-    eprintln!(
-        "journeys: cluster up in {} ({})",
-        elapsed(t0),
-        cluster.server
-    );
-
-    // The namespace, the CRD and the RBAC of config/default, without config/manager.
-    let t1 = Instant::now();
+/// The annotations that turn a `Manifest::slow` copy into a fast one.
+async fn speed_up(cluster: &Cluster, name: &str) {
     cluster
-        .kubectl(
-            &[
-                "apply",
-                "--server-side",
-                "-f",
-                "config/default/namespace.yaml",
-            ],
-            None,
-        )
+        .annotate(name, &["ghost/chunk-size=2000", "ghost/nice-ratio=0"])
         .await;
-    cluster
-        .kubectl(&["apply", "--server-side", "-k", "config/crd"], None)
-        .await;
-    cluster
-        .kubectl(&["apply", "--server-side", "-k", "config/rbac"], None)
-        .await;
-    cluster
-        .kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd/schemamigrations.ghost.dev",
-                "--timeout=60s",
-            ],
-            None,
-        )
-        .await;
-    cluster.installed = true;
-    eprintln!("journeys: CRD and RBAC installed in {}", elapsed(t1));
-    *slot = Some(cluster.clone());
-    cluster
 }
 
-// ------------------------------------------------------------------------------ per journey
-
-/// The operator child process and the node agent of one journey.
-#[allow(dead_code)]
-struct Stack {
-    admin: Client,
-    operator: tokio::process::Child,
-    operator_pid: u32,
-    operator_log: PathBuf,
-    agent: Option<NodeAgent>,
-    dir: PathBuf,
-}
-
-impl Stack {
-    async fn start(cluster: &Cluster, journey: &str) -> Stack {
-        let stamp = Instant::now();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("k8s-journeys")
-            .join(format!(
-                "{journey}-{}-{}",
-                std::process::id(),
-                chrono::Utc::now().format("%H%M%S%3f")
-            ));
-        std::fs::create_dir_all(&dir).expect("journey dir");
-        let admin = cluster.admin_client().await;
-
-        // The node agent first, so the first engine pod is bound at once.
-        let t0 = Instant::now();
-        let options = AgentOptions {
-            server: cluster.server.clone(),
-            ca_pem: Some(cluster.ca_pem.clone()),
-            work_dir: dir.join("node"),
-            ..AgentOptions::from_env(NODE)
-        };
-        let agent = NodeAgent::start_with(
-            admin.clone(),
-            NODE,
-            vec![("ghost".to_string(), PathBuf::from(GHOST))],
-            options,
-        )
-        .await
-        .expect("start the node agent");
-        eprintln!("journeys: node agent up in {}", elapsed(t0));
-
-        // The operator with its own ServiceAccount's token.
-        let t1 = Instant::now();
-        let token = node_agent::service_account_token(
-            &admin,
-            NAMESPACE,
-            OPERATOR_SERVICE_ACCOUNT,
-            None,
-            3600,
-        )
-        .await
-        .expect("token of the operator's ServiceAccount");
-        let kubeconfig = node_agent::write_kubeconfig(
-            &dir.join("operator"),
-            &cluster.server,
-            &cluster.ca_pem,
-            &token,
-            NAMESPACE,
-            &format!("system:serviceaccount:{NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"),
-        )
-        .expect("operator kubeconfig");
-        let metrics = free_port();
-        let operator_log = dir.join("operator.log");
-        let log = std::fs::File::create(&operator_log).expect("operator log");
-        let log_err = log.try_clone().expect("operator log");
-        let metrics_addr = format!("127.0.0.1:{metrics}");
-        let mut command = tokio::process::Command::new(GHOST);
-        command
-            .args([
-                "operator",
-                "--metrics-addr",
-                metrics_addr.as_str(),
-                "--engine-image",
-                "ghost:e2e",
-                "--engine-service-account",
-                "ghost-engine",
-                "--max-per-host",
-                "1",
-            ])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.display().to_string())
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAME", "ghost-operator-e2e")
-            .env("POD_NAMESPACE", NAMESPACE)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .kill_on_drop(true);
-        let mut operator = command.spawn().expect("spawn ghost operator");
-        let operator_pid = operator.id().unwrap_or(0);
-
-        // Ready when /readyz answers 200.
-        let url = format!("http://127.0.0.1:{metrics}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = operator.try_wait() {
-                panic!(
-                    "ghost operator exited with {status} before it was ready:\n{}",
-                    std::fs::read_to_string(&operator_log).unwrap_or_default()
-                );
-            }
-            if let Ok(response) = reqwest::get(&url).await {
-                if response.status().is_success() {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ghost operator not ready after 60 s:\n{}",
-                std::fs::read_to_string(&operator_log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        eprintln!(
-            "journeys: operator (pid {operator_pid}, ServiceAccount {NAMESPACE}/{OPERATOR_SERVICE_ACCOUNT}) ready in {}; stack up in {}",
-            elapsed(t1),
-            elapsed(stamp)
-        );
-        Stack {
-            admin,
-            operator,
-            operator_pid,
-            operator_log,
-            agent: Some(agent),
-            dir,
-        }
-    }
-
-    fn agent(&self) -> &NodeAgent {
-        self.agent.as_ref().expect("the agent runs until stop")
-    }
-
-    /// Prints the operator's and the pods' logs (on failure).
-    fn dump_logs(&self) {
-        eprintln!(
-            "----- operator log ({}) -----\n{}",
-            self.operator_log.display(),
-            std::fs::read_to_string(&self.operator_log).unwrap_or_default()
-        );
-        for log in self.agent().log_files() {
-            eprintln!(
-                "----- pod log ({}) -----\n{}",
-                log.display(),
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-    }
-
-    /// Deletes what the journeys labelled (while the operator still runs, so its finalizer
-    /// completes), then stops the operator by pid and the agent.
-    async fn stop(mut self, cluster: &Cluster) {
-        let t0 = Instant::now();
-        let selector = format!("{E2E_LABEL}=true");
-        let deleted = cluster
-            .kubectl_in(
-                &[
-                    "-n",
-                    NAMESPACE,
-                    "delete",
-                    "schemamigrations.ghost.dev",
-                    "-l",
-                    selector.as_str(),
-                    "--wait=true",
-                    "--timeout=60s",
-                ],
-                None,
-            )
-            .await;
-        if !deleted.ok {
-            eprintln!(
-                "journeys: deleting the SchemaMigrations failed ({}); removing their finalizers",
-                deleted.stderr.trim()
-            );
-            let names = cluster
-                .kubectl_in(
-                    &[
-                        "-n",
-                        NAMESPACE,
-                        "get",
-                        "schemamigrations.ghost.dev",
-                        "-l",
-                        selector.as_str(),
-                        "-o",
-                        "name",
-                    ],
-                    None,
-                )
-                .await;
-            for name in names.stdout.lines().filter(|l| !l.trim().is_empty()) {
-                let _ = cluster
-                    .kubectl_in(
-                        &[
-                            "-n",
-                            NAMESPACE,
-                            "patch",
-                            name.trim(),
-                            "--type=merge",
-                            "-p",
-                            r#"{"metadata":{"finalizers":null}}"#,
-                        ],
-                        None,
-                    )
-                    .await;
-            }
-        }
-        let _ = cluster
-            .kubectl_in(
-                &[
-                    "-n",
-                    NAMESPACE,
-                    "delete",
-                    "secret",
-                    "-l",
-                    selector.as_str(),
-                    "--wait=false",
-                ],
-                None,
-            )
-            .await;
-
-        // The operator: SIGTERM by pid, SIGKILL after 20 s.
-        if self.operator_pid != 0 {
-            let pid = self.operator_pid.to_string();
-            let _ = tokio::process::Command::new("kill")
-                .args(["-TERM", pid.as_str()])
-                .status()
-                .await;
-            match tokio::time::timeout(Duration::from_secs(20), self.operator.wait()).await {
-                Ok(status) => eprintln!("journeys: operator exited: {status:?}"),
-                Err(_) => {
-                    eprintln!("journeys: operator still runs after 20 s: SIGKILL");
-                    let _ = tokio::process::Command::new("kill")
-                        .args(["-KILL", pid.as_str()])
-                        .status()
-                        .await;
-                    let _ = self.operator.wait().await;
-                }
-            }
-        }
-        if let Some(agent) = self.agent.take() {
-            agent.stop().await;
-        }
-        eprintln!(
-            "journeys: cleaned up in {} (logs kept in {})",
-            elapsed(t0),
-            self.dir.display()
-        );
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// Ends a journey: prints the logs and the cluster state when it failed, always cleans up,
-/// then re-raises the journey's panic.
-async fn finish(
-    name: &str,
-    t0: Instant,
-    cluster: &Cluster,
-    stack: Stack,
-    result: std::thread::Result<()>,
-) {
-    if result.is_err() {
-        stack.dump_logs();
-        let diagnostics = cluster
-            .kubectl_in(
-                &[
-                    "-n",
-                    NAMESPACE,
-                    "get",
-                    "schemamigrations.ghost.dev,jobs,pods,events",
-                    "-o",
-                    "wide",
-                ],
-                None,
-            )
-            .await;
-        eprintln!(
-            "----- cluster state -----\n{}{}",
-            diagnostics.stdout, diagnostics.stderr
-        );
-    }
-    stack.stop(cluster).await;
-    eprintln!("journeys: {name} took {} in all", elapsed(t0));
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-// ------------------------------------------------------------------------------ journeys
-
-const ROWS: usize = 3000;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn basic_add_column() {
-    // One journey at a time; the guard is held to the end.
-    let mut slot = CLUSTER.lock().await;
-    let t0 = Instant::now();
-    let cluster = cluster(&mut slot).await;
-    let stack = Stack::start(&cluster, "basic").await;
-    let result = std::panic::AssertUnwindSafe(basic(&cluster, &stack))
-        .catch_unwind()
-        .await;
-    finish("basic", t0, &cluster, stack, result).await;
-}
-
-/// Add a column to a 3000-row table: Succeeded, the column is there, the status reports 100 %,
-/// the rows and the cut-over's lock time, and the Events tell the phases.
-async fn basic(cluster: &Cluster, stack: &Stack) {
-    let suffix = format!("{:08x}", rand::random::<u32>());
-    let smig = format!("basic-{suffix}");
-    let secret = format!("basic-{suffix}-db");
-
-    // A table on the primary.
-    let schema = common::TestSchema::create("k8s_basic").await;
-    let mut conn = schema
-        .admin_config()
-        .connect()
-        .await
-        .expect("connect as admin");
-    conn.query_drop(
-        "CREATE TABLE users (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, \
-         name VARCHAR(64) NOT NULL, created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP)",
-    )
-    .await
-    .expect("create table");
-    for chunk in (0..ROWS).collect::<Vec<_>>().chunks(500) {
-        let values: Vec<String> = chunk.iter().map(|i| format!("('user-{i}')")).collect();
-        conn.query_drop(format!(
-            "INSERT INTO users (name) VALUES {}",
-            values.join(",")
-        ))
-        .await
-        .expect("insert rows");
-    }
-
-    // The engine's credentials, and the migration.
-    let db = common::primary();
-    let manifest = format!(
-        r#"apiVersion: v1
-kind: Secret
-metadata:
-  name: {secret}
-  namespace: {NAMESPACE}
-  labels: {{"{E2E_LABEL}": "true"}}
-type: Opaque
-stringData:
-  username: {user}
-  password: {password}
----
-apiVersion: ghost.dev/v1alpha1
-kind: SchemaMigration
-metadata:
-  name: {smig}
-  namespace: {NAMESPACE}
-  labels: {{"{E2E_LABEL}": "true"}}
-spec:
-  connection:
-    host: "{host}"
-    port: {port}
-    database: {database}
-    credentialsSecretRef:
-      name: {secret}
-      usernameKey: username
-      passwordKey: password
-  table: users
-  alter: "ADD COLUMN age INT NOT NULL DEFAULT 0"
-"#,
-        user = serde_json::to_string(&db.user).expect("json string"),
-        password = serde_json::to_string(db.password.expose()).expect("json string"),
-        host = db.host,
-        port = db.port,
-        database = schema.name,
-    );
-    let target = format!("schemamigrations.ghost.dev/{smig}");
+/// `kubectl wait --for=condition=Succeeded`, as the README tells users.
+async fn kubectl_wait_succeeded(cluster: &Cluster, stack: &Stack, manifest: &Manifest) {
+    let target = manifest.target();
     let timeout = format!("--timeout={WAIT_SUCCEEDED}");
-    let applied = Instant::now();
-    cluster
-        .kubectl(&["apply", "-f", "-"], Some(manifest.as_str()))
-        .await;
     let waited = cluster
         .kubectl_in(
             &[
@@ -669,188 +122,878 @@ spec:
             None,
         )
         .await;
-    let migrate_time = applied.elapsed();
     assert!(
         waited.ok,
-        "{smig} did not succeed within {WAIT_SUCCEEDED}:\n{}{}\n{}",
+        "{} did not succeed within {WAIT_SUCCEEDED}:\n{}{}\nstatus: {:#}",
+        manifest.name,
         waited.stdout,
         waited.stderr,
-        cluster
-            .kubectl_in(
-                &["-n", NAMESPACE, "get", "smig", smig.as_str(), "-o", "yaml"],
-                None
-            )
-            .await
-            .stdout
+        stack.smig(&manifest.name).await.unwrap_or_default()["status"]
     );
-    eprintln!(
-        "journeys: basic: {smig} Succeeded {:.1}s after kubectl apply",
-        migrate_time.as_secs_f64()
-    );
+}
 
-    // The table has the column.
-    let columns: Vec<String> = conn
-        .exec(
-            "SELECT COLUMN_NAME FROM information_schema.COLUMNS \
-             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'users' ORDER BY ORDINAL_POSITION",
-            (schema.name.as_str(),),
-        )
-        .await
-        .expect("read columns");
+/// The table after the migration holds exactly what the acknowledged writes left.
+async fn assert_rows_equal(journey: &str, table: &mut Table, writes: &Writes) {
+    let actual = table.rows().await;
+    if actual != writes.expected {
+        let missing: Vec<_> = writes
+            .expected
+            .keys()
+            .filter(|id| !actual.contains_key(id))
+            .take(10)
+            .collect();
+        let extra: Vec<_> = actual
+            .keys()
+            .filter(|id| !writes.expected.contains_key(id))
+            .take(10)
+            .collect();
+        let changed: Vec<_> = actual
+            .iter()
+            .filter(|(id, row)| writes.expected.get(id).is_some_and(|want| want != *row))
+            .take(10)
+            .collect();
+        panic!(
+            "{journey}: rows differ after the migration: {} expected, {} found; missing ids \
+             {missing:?}, unexpected ids {extra:?}, changed {changed:?}",
+            writes.expected.len(),
+            actual.len()
+        );
+    }
+    say(
+        journey,
+        format!(
+            "{} rows equal the writer's model after {} concurrent writes ({} inserts, {} updates, \
+             {} deletes)",
+            actual.len(),
+            writes.total(),
+            writes.inserts,
+            writes.updates,
+            writes.deletes
+        ),
+    );
+}
+
+/// Only `users` is left: no ghost, changelog or checkpoint table.
+async fn assert_no_artefacts(journey: &str, table: &mut Table) {
+    let tables = table.tables().await;
+    assert_eq!(
+        tables,
+        vec![TABLE.to_string()],
+        "{journey}: tables left behind"
+    );
+}
+
+/// A 20 000-row table whose `ADD COLUMN gone INT` is copying slowly, one chunk in: the table,
+/// its rows before, the manifest and the Job's name.
+async fn copying_mid_way(
+    cluster: &Cluster,
+    stack: &Stack,
+    journey: &str,
+) -> (Table, fixture::Rows, Manifest, String) {
+    let mut table = Table::create(&format!("k8s_{journey}"), 20_000).await;
+    let before = table.rows().await;
+    let manifest = Manifest::new(journey, table.database(), "ADD COLUMN gone INT").slow();
+    apply(cluster, &manifest).await;
+    let (smig, _) = wait_copying(stack, &manifest.name).await;
+    let job = job_of(&smig);
+    (table, before, manifest, job)
+}
+
+/// A stopped `copying_mid_way` migration left only the original, as it was.
+async fn assert_untouched(journey: &str, table: &mut Table, before: &fixture::Rows) {
+    assert_no_artefacts(journey, table).await;
+    assert!(table.columns().await.iter().all(|c| c != "gone"));
+    assert_eq!(
+        &table.rows().await,
+        before,
+        "{journey}: the original changed"
+    );
+}
+
+fn job_of(smig: &Value) -> String {
+    let job = smig["status"]["job"].as_str().unwrap_or_default();
+    assert!(!job.is_empty(), "status.job is empty: {:#}", smig["status"]);
+    job.to_string()
+}
+
+// ------------------------------------------------------------------------------ journeys
+
+/// `kubectl apply` → Job → engine pod → the column is added while a writer keeps changing the
+/// table → `kubectl wait --for=condition=Succeeded` → rows equal, status filled, Events listed.
+async fn basic(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "basic";
+    let mut table = Table::create("k8s_basic", 20_000).await;
+    let writer = Writer::start(table.schema.admin_config(), WRITE_PAUSE).await;
+    let manifest = Manifest::new(J, table.database(), "ADD COLUMN age INT NOT NULL DEFAULT 0");
+
+    let applied = Instant::now();
+    apply(cluster, &manifest).await;
+    kubectl_wait_succeeded(cluster, stack, &manifest).await;
+    say(
+        J,
+        format!(
+            "{} Succeeded {} after kubectl apply",
+            manifest.name,
+            elapsed(applied)
+        ),
+    );
+    let writes = writer.stop().await;
+
     assert!(
-        columns.iter().any(|c| c == "age"),
-        "no column age in {columns:?}"
+        table.columns().await.iter().any(|c| c == "age"),
+        "no column age"
     );
-    let count: Option<u64> = conn
-        .query_first("SELECT COUNT(*) FROM users")
-        .await
-        .expect("count rows");
-    assert_eq!(count, Some(ROWS as u64), "rows after the migration");
+    assert_rows_equal(J, &mut table, &writes).await;
+    assert_no_artefacts_but_kept(J, &mut table).await;
 
-    // The status: phase, progress 100 %, rows, lock time.
-    let text = cluster
-        .kubectl(
-            &["-n", NAMESPACE, "get", "smig", smig.as_str(), "-o", "json"],
-            None,
-        )
-        .await;
-    let smig_json: Value = serde_json::from_str(&text).expect("smig json");
-    let status = &smig_json["status"];
+    // The status: phase, progress 100 %, rows, lag, lock time, times.
+    let smig = stack.smig(&manifest.name).await.expect("the smig exists");
+    let status = &smig["status"];
     assert_eq!(status["phase"], "Succeeded", "status: {status:#}");
     let progress = &status["progress"];
-    assert_eq!(
-        progress["percent"].as_f64(),
-        Some(100.0),
-        "progress: {progress:#}"
-    );
-    let rows = progress["rowsCopied"].as_i64().unwrap_or(-1);
+    assert_eq!(progress["percent"].as_f64(), Some(100.0), "{progress:#}");
+    let rows = progress_i64(&smig, "rowsCopied");
+    assert!(rows >= 20_000, "rowsCopied {rows}: {progress:#}");
     assert!(
-        rows >= ROWS as i64,
-        "rowsCopied {rows} < {ROWS}: {progress:#}"
+        progress["heartbeatLagMillis"].as_i64().is_some(),
+        "no lag: {progress:#}"
     );
     let lock_millis = progress["cutOver"]["lockMillis"].as_i64();
     assert!(
         lock_millis.is_some_and(|ms| ms >= 0),
-        "no cut-over lock time: {progress:#}"
+        "no lock time: {progress:#}"
     );
-    let job = status["job"].as_str().unwrap_or_default().to_string();
-    assert!(!job.is_empty(), "status.job is empty: {status:#}");
-    eprintln!(
-        "journeys: basic: rowsCopied {rows}, cut-over lock {} ms, job {job}",
-        lock_millis.unwrap_or(-1)
+    for field in ["startTime", "completionTime", "job"] {
+        assert!(status[field].is_string(), "no {field}: {status:#}");
+    }
+    assert_eq!(
+        status["observedGeneration"], smig["metadata"]["generation"],
+        "{status:#}"
+    );
+    let job = job_of(&smig);
+    say(
+        J,
+        format!(
+            "rowsCopied {rows}, lag {} ms, cut-over lock {} ms, job {job}",
+            progress["heartbeatLagMillis"],
+            lock_millis.unwrap_or(-1)
+        ),
     );
 
-    // The engine ran as a pod of that Job, on the agent's node, and exited 0.
-    let runs = stack.agent().runs();
-    let run = runs
-        .iter()
-        .find(|r| r.name.starts_with(&format!("{job}-")))
-        .unwrap_or_else(|| panic!("the node agent ran no pod of Job {job}: {runs:?}"));
-    assert_eq!(run.exit_code, Some(0), "engine pod {}: {run:?}", run.name);
+    // The engine ran as one pod of that Job on the agent's node, and exited 0.
+    let runs = stack.runs_of(&job);
+    assert_eq!(runs.len(), 1, "pods of {job}: {runs:?}");
+    assert_eq!(runs[0].exit_code, Some(0), "{runs:?}");
+
+    // `kubectl get smig` shows the printer columns.
+    let listed = cluster
+        .kubectl(
+            &["-n", NAMESPACE, "get", "smig", manifest.name.as_str()],
+            None,
+        )
+        .await;
+    assert!(
+        listed.contains("Succeeded") && listed.contains(TABLE),
+        "kubectl get smig:\n{listed}"
+    );
+    say(J, format!("kubectl get smig:\n{}", listed.trim_end()));
 
     // Events: the Job's creation and the phase changes, ending with Succeeded. Events are
     // published after the status, so give them a moment.
-    let field = format!("involvedObject.name={smig}");
     let deadline = Instant::now() + Duration::from_secs(15);
     let reasons = loop {
-        let text = cluster
-            .kubectl(
-                &[
-                    "-n",
-                    NAMESPACE,
-                    "get",
-                    "events",
-                    "--field-selector",
-                    field.as_str(),
-                    "-o",
-                    "json",
-                ],
-                None,
-            )
-            .await;
-        let list: Value = serde_json::from_str(&text).expect("events json");
-        let reasons: Vec<String> = list["items"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|e| e["reason"].as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let reasons = cluster.event_reasons(&manifest.name).await;
         let complete =
             reasons.iter().any(|r| r == "JobCreated") && reasons.iter().any(|r| r == "Succeeded");
         if complete || Instant::now() >= deadline {
             break reasons;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    eprintln!(
-        "journeys: basic: events {reasons:?}\n{}",
-        cluster
-            .kubectl(
-                &[
-                    "-n",
-                    NAMESPACE,
-                    "get",
-                    "events",
-                    "--field-selector",
-                    field.as_str()
-                ],
-                None
-            )
-            .await
-    );
-    assert!(
-        reasons.iter().any(|r| r == "JobCreated"),
-        "no JobCreated event: {reasons:?}"
-    );
-    assert!(
-        reasons.iter().any(|r| r == "Succeeded"),
-        "no Succeeded event: {reasons:?}"
-    );
-    let phases = reasons
+    say(J, format!("events {reasons:?}"));
+    for wanted in ["JobCreated", "Copying", "CuttingOver", "Succeeded"] {
+        assert!(
+            reasons.iter().any(|r| r == wanted),
+            "no {wanted} event: {reasons:?}"
+        );
+    }
+}
+
+/// After success only the old table (kept for a manual rollback, under gh-ost's timestamped
+/// name so the table's next migration is free) and the checkpoint table may stay; no ghost or
+/// changelog table.
+async fn assert_no_artefacts_but_kept(journey: &str, table: &mut Table) {
+    let tables = table.tables().await;
+    let kept_old = |t: &str| {
+        t.strip_prefix(&format!("_{TABLE}_"))
+            .and_then(|rest| rest.strip_suffix("_del"))
+            .is_some_and(|ts| ts.len() == 14 && ts.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let unexpected: Vec<&String> = tables
         .iter()
-        .filter(|r| !matches!(r.as_str(), "JobCreated" | "ControlsChanged"))
-        .count();
+        .filter(|t| t.as_str() != TABLE && !t.ends_with("_ghk") && !kept_old(t))
+        .collect();
     assert!(
-        phases >= 2,
-        "expected several phase changes, got {reasons:?}"
+        unexpected.is_empty(),
+        "{journey}: tables left behind: {tables:?}"
+    );
+    say(journey, format!("tables after success: {tables:?}"));
+}
+
+/// `kubectl annotate smig x ghost/throttle=true` → `.status` shows throttled with the reason and
+/// the ghost table stops growing; `--overwrite ghost/throttle=false` → the copy resumes and the
+/// migration ends correct.
+async fn throttle(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "throttle";
+    let mut table = Table::create("k8s_throttle", 20_000).await;
+    let writer = Writer::start(table.schema.admin_config(), WRITE_PAUSE).await;
+    let manifest = Manifest::new(J, table.database(), "ADD COLUMN score INT").slow();
+    apply(cluster, &manifest).await;
+    let (_, took) = wait_copying(stack, &manifest.name).await;
+    say(J, format!("copying {} after kubectl apply", fmt(took)));
+
+    let annotated = Instant::now();
+    cluster
+        .annotate(&manifest.name, &["ghost/throttle=true"])
+        .await;
+    let (smig, latency) = stack
+        .wait_smig(&manifest.name, "throttled", PHASE_TIMEOUT, |smig| {
+            smig["status"]["progress"]["throttle"]["active"] == true
+        })
+        .await;
+    let reason = smig["status"]["progress"]["throttle"]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    say(
+        J,
+        format!(
+            "annotate → .status.progress.throttle.active in {} (kubectl annotate itself {}), \
+             reason {reason:?}",
+            fmt(latency),
+            fmt(annotated.elapsed() - latency)
+        ),
+    );
+    assert!(
+        latency <= CONTROL_LATENCY_LIMIT,
+        "throttle took {latency:?} to show"
+    );
+    assert!(
+        reason.contains("ghost/throttle") || reason.to_lowercase().contains("user"),
+        "the reason does not name the annotation: {reason:?}"
+    );
+    let (smig, _) = stack
+        .wait_smig(
+            &manifest.name,
+            "condition Throttled",
+            PHASE_TIMEOUT,
+            |smig| condition(smig, "Throttled").is_some_and(|c| c["status"] == "True"),
+        )
+        .await;
+    say(
+        J,
+        format!(
+            "condition Throttled: {}",
+            condition(&smig, "Throttled").cloned().unwrap_or_default()
+        ),
     );
 
-    // Delete it while the operator runs (its finalizer), and measure it.
-    let t_delete = Instant::now();
+    // The copy (and the applier) stopped: the ghost table does not change for 2 s.
+    let ghost_table = format!("_{TABLE}_gho");
+    let before = table.count(&ghost_table).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = table.count(&ghost_table).await;
+    assert_eq!(before, after, "the ghost table grew while throttled");
+    assert_eq!(smig["status"]["phase"], "Copying", "{:#}", smig["status"]);
+    let copied = progress_i64(&smig, "rowsCopied");
+    say(
+        J,
+        format!("ghost table held at {before} rows for 2 s (rowsCopied {copied} of 20000)"),
+    );
+
+    // Released: the copy resumes, sped up so the journey ends soon.
+    let released = Instant::now();
+    cluster
+        .annotate(
+            &manifest.name,
+            &[
+                "ghost/throttle=false",
+                "ghost/chunk-size=2000",
+                "ghost/nice-ratio=0",
+            ],
+        )
+        .await;
+    let (_, latency) = stack
+        .wait_smig(&manifest.name, "released", PHASE_TIMEOUT, |smig| {
+            smig["status"]["progress"]["throttle"]["active"] == false
+        })
+        .await;
+    say(
+        J,
+        format!("throttle=false → not throttled in {}", fmt(latency)),
+    );
+    assert!(
+        latency <= CONTROL_LATENCY_LIMIT,
+        "release took {latency:?} to show"
+    );
+    kubectl_wait_succeeded(cluster, stack, &manifest).await;
+    say(
+        J,
+        format!("Succeeded {} after the release", elapsed(released)),
+    );
+    let writes = writer.stop().await;
+    assert_rows_equal(J, &mut table, &writes).await;
+    let reasons = cluster.event_reasons(&manifest.name).await;
+    assert!(
+        reasons.iter().any(|r| r == "ControlsChanged"),
+        "no ControlsChanged event: {reasons:?}"
+    );
+}
+
+fn fmt(d: Duration) -> String {
+    format!("{:.2}s", d.as_secs_f64())
+}
+
+/// `spec.cutOver.postpone: true` → Postponed with the copy complete while writes keep being
+/// applied; `kubectl annotate ghost/postpone-cut-over=false` → cut-over → Succeeded.
+async fn postpone(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "postpone";
+    let mut table = Table::create("k8s_postpone", 5_000).await;
+    let writer = Writer::start(table.schema.admin_config(), WRITE_PAUSE).await;
+    let manifest = Manifest::new(J, table.database(), "ADD COLUMN note VARCHAR(20)")
+        .with_spec("  cutOver:\n    postpone: true\n");
+    let applied = Instant::now();
+    apply(cluster, &manifest).await;
+    let (smig, _) = stack
+        .wait_phase(&manifest.name, "Postponed", PHASE_TIMEOUT)
+        .await;
+    say(
+        J,
+        format!("Postponed {} after kubectl apply", elapsed(applied)),
+    );
+    assert_eq!(
+        smig["status"]["progress"]["percent"].as_f64(),
+        Some(100.0),
+        "{:#}",
+        smig["status"]
+    );
+    let condition_text = condition(&smig, "CutOverPostponed")
+        .or_else(|| condition(&smig, "Postponed"))
+        .cloned()
+        .unwrap_or_default();
+    say(J, format!("postponed condition: {condition_text}"));
+
+    // Writes keep reaching the ghost table: a marker row appears there, and its delete too.
+    let ghost_table = format!("_{TABLE}_gho");
+    let marker = "postpone-marker";
+    marker_round_trip(&mut table.conn, marker, &ghost_table).await;
+
+    // It stays postponed while nobody releases it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let smig = stack.smig(&manifest.name).await.expect("the smig exists");
+    assert_eq!(smig["status"]["phase"], "Postponed", "{:#}", smig["status"]);
+    assert!(
+        table.columns().await.iter().all(|c| c != "note"),
+        "cut over while postponed"
+    );
+
+    cluster
+        .annotate(&manifest.name, &["ghost/postpone-cut-over=false"])
+        .await;
+    let (_, latency) = stack
+        .wait_phase(&manifest.name, "Succeeded", PHASE_TIMEOUT)
+        .await;
+    say(
+        J,
+        format!(
+            "annotate postpone-cut-over=false → Succeeded in {}",
+            fmt(latency)
+        ),
+    );
+    let writes = writer.stop().await;
+    assert!(table.columns().await.iter().any(|c| c == "note"));
+    assert_rows_equal(J, &mut table, &writes).await;
+}
+
+/// Inserts a marker row into `users` through the admin session, waits until the engine has
+/// applied it to the ghost table, then deletes it and waits for that too: the binlog is being
+/// applied while the cut-over is postponed. The writer never sees the marker (it only touches
+/// ids it made or read at start), so its model stays exact.
+async fn marker_round_trip(conn: &mut mysql_async::Conn, marker: &str, ghost_table: &str) {
+    let count_sql = format!(
+        "SELECT COUNT(*) FROM `{}` WHERE name = ?",
+        ghost_table.replace('`', "``")
+    );
+    conn.exec_drop(
+        format!("INSERT INTO `{TABLE}` (name) VALUES (?)"),
+        (marker,),
+    )
+    .await
+    .expect("insert the marker");
+    let inserted = wait_marker(conn, &count_sql, marker, 1).await;
+    conn.exec_drop(format!("DELETE FROM `{TABLE}` WHERE name = ?"), (marker,))
+        .await
+        .expect("delete the marker");
+    let deleted = wait_marker(conn, &count_sql, marker, 0).await;
+    say(
+        "postpone",
+        format!(
+            "while postponed, an insert reached the ghost table in {} and its delete in {}",
+            fmt(inserted),
+            fmt(deleted)
+        ),
+    );
+}
+
+/// Polls `count_sql` until it returns `want`; how long that took.
+async fn wait_marker(
+    conn: &mut mysql_async::Conn,
+    count_sql: &str,
+    marker: &str,
+    want: u64,
+) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        let found: Option<u64> = conn
+            .exec_first(count_sql, (marker,))
+            .await
+            .expect("count the marker");
+        if found == Some(want) {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the ghost table did not get to {want} marker rows in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `kubectl annotate smig x ghost/panic=true` mid-copy → Cancelled, the engine exits 3, the
+/// ghost tables are gone and the original is untouched.
+async fn panic(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "panic";
+    let (mut table, before, manifest, job) = copying_mid_way(cluster, stack, J).await;
+
+    cluster
+        .annotate(&manifest.name, &["ghost/panic=true"])
+        .await;
+    let (smig, latency) = stack
+        .wait_phase(&manifest.name, "Cancelled", PHASE_TIMEOUT)
+        .await;
+    say(
+        J,
+        format!("annotate ghost/panic=true → Cancelled in {}", fmt(latency)),
+    );
+    say(
+        J,
+        format!(
+            "message: {}",
+            smig["status"]["message"].as_str().unwrap_or_default()
+        ),
+    );
+
+    // The engine exited 3 (cancelled), and the Job made no other pod.
+    let t0 = Instant::now();
+    let runs = loop {
+        let runs = stack.runs_of(&job);
+        if runs.iter().all(|r| r.exit_code.is_some()) || t0.elapsed() > Duration::from_secs(30) {
+            break runs;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(runs.len(), 1, "pods of {job}: {runs:?}");
+    assert_eq!(runs[0].exit_code, Some(3), "{runs:?}");
+    assert_untouched(J, &mut table, &before).await;
+    say(
+        J,
+        "engine exited 3; only the original table is left, unchanged",
+    );
+}
+
+/// Bad specs are refused by the API server with the CRD's message and change nothing; a
+/// missing Secret is a condition that says what to create, and no Job is made.
+async fn invalid(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "invalid";
+    let table = Table::create("k8s_invalid", 10).await;
+
+    let refused = |manifest: Manifest, wanted: &'static str| async move {
+        let out = cluster
+            .kubectl_in(&["apply", "-f", "-"], Some(manifest.render().as_str()))
+            .await;
+        assert!(
+            !out.ok,
+            "kubectl apply accepted {}:\n{}",
+            manifest.name, out.stdout
+        );
+        assert!(
+            out.stderr.contains(wanted),
+            "kubectl apply of {} failed without {wanted:?}:\n{}",
+            manifest.name,
+            out.stderr
+        );
+        let gone = cluster
+            .kubectl_in(&["-n", NAMESPACE, "get", manifest.target().as_str()], None)
+            .await;
+        assert!(!gone.ok, "{} exists after the refusal", manifest.name);
+        let error_line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(wanted))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        say(J, format!("refused: {error_line}"));
+    };
+
+    let empty = Manifest::new("empty-alter", table.database(), "  ");
+    refused(empty, "alter must not be empty").await;
+    let rename = Manifest::new("rename", table.database(), "RENAME TO people");
+    refused(rename, "alter must not rename the table").await;
+    let mut bad_port = Manifest::new("bad-port", table.database(), "ADD COLUMN x INT");
+    bad_port.spec_extra = String::new();
+    let rendered_port = bad_port
+        .render()
+        .replace(&format!("port: {}", common::primary().port), "port: 70000");
+    let out = cluster
+        .kubectl_in(&["apply", "-f", "-"], Some(rendered_port.as_str()))
+        .await;
+    assert!(!out.ok, "a port of 70000 was accepted");
+    assert!(
+        out.stderr.contains("spec.connection.port") && out.stderr.contains("65535"),
+        "{}",
+        out.stderr
+    );
+    say(
+        J,
+        format!(
+            "refused: {}",
+            out.stderr
+                .lines()
+                .find(|l| l.contains("65535"))
+                .unwrap_or_default()
+                .trim()
+        ),
+    );
+
+    // No Secret: the condition names it and how to fix it; no Job.
+    let mut orphan = Manifest::new("no-secret", table.database(), "ADD COLUMN x INT");
+    orphan.without_secret = true;
+    let applied = Instant::now();
+    apply(cluster, &orphan).await;
+    let (smig, _) = stack
+        .wait_smig(
+            &orphan.name,
+            "blocked on the Secret",
+            PHASE_TIMEOUT,
+            |smig| {
+                smig["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["reason"] == "SecretNotFound"))
+            },
+        )
+        .await;
+    let blocked = smig["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["reason"] == "SecretNotFound"))
+        .cloned()
+        .unwrap_or_default();
+    let message = blocked["message"].as_str().unwrap_or_default().to_string();
+    say(
+        J,
+        format!(
+            "missing Secret → condition {} {} in {}: {message}",
+            blocked["type"],
+            blocked["reason"],
+            elapsed(applied)
+        ),
+    );
+    assert!(
+        message.contains(&orphan.secret) && message.contains("create it"),
+        "{message}"
+    );
+    let jobs = cluster
+        .names("jobs", &format!("ghost.dev/migration={}", orphan.name))
+        .await;
+    assert!(
+        jobs.is_empty(),
+        "a Job was made without its Secret: {jobs:?}"
+    );
+    assert!(
+        smig["status"]["job"].is_null(),
+        "status.job is set: {:#}",
+        smig["status"]
+    );
+
+    // Changing alter after creation is refused, and the stored alter stays.
+    let mut changed = Manifest::new("no-secret", table.database(), "ADD COLUMN y INT");
+    changed.name = orphan.name.clone();
+    changed.secret = orphan.secret.clone();
+    changed.without_secret = true;
+    let out = cluster
+        .kubectl_in(&["apply", "-f", "-"], Some(changed.render().as_str()))
+        .await;
+    assert!(!out.ok, "changing alter was accepted");
+    assert!(out.stderr.contains("alter is immutable"), "{}", out.stderr);
+    let smig = stack.smig(&orphan.name).await.expect("the smig exists");
+    assert_eq!(smig["spec"]["alter"], "ADD COLUMN x INT");
+    say(
+        J,
+        format!(
+            "refused: {}",
+            out.stderr
+                .lines()
+                .find(|l| l.contains("immutable"))
+                .unwrap_or_default()
+                .trim()
+        ),
+    );
+    drop(table);
+}
+
+/// `kubectl delete smig` mid-copy → the finalizer stops the engine, drops the ghost tables and
+/// lets the resource go; the Job and its pod are gone, the original is untouched.
+async fn delete_running(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "delete";
+    let (mut table, before, manifest, job) = copying_mid_way(cluster, stack, J).await;
+    let ghost_tables = table.tables().await;
+    assert!(
+        ghost_tables.len() > 1,
+        "no ghost tables while copying: {ghost_tables:?}"
+    );
+
+    let t0 = Instant::now();
     cluster
         .kubectl(
             &[
                 "-n",
                 NAMESPACE,
                 "delete",
-                "smig",
-                smig.as_str(),
+                manifest.target().as_str(),
                 "--wait=true",
                 "--timeout=60s",
             ],
             None,
         )
         .await;
-    eprintln!("journeys: basic: {smig} deleted in {}", elapsed(t_delete));
-    let _ = conn.disconnect().await;
-    drop(schema);
+    say(
+        J,
+        format!(
+            "kubectl delete --wait returned in {} (tables were {ghost_tables:?})",
+            elapsed(t0)
+        ),
+    );
+    assert!(stack.smig(&manifest.name).await.is_none(), "still there");
+    // The Job was deleted in the foreground; the garbage collector removes it once its pod is.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = cluster
+            .kubectl_in(&["-n", NAMESPACE, "get", "job", job.as_str()], None)
+            .await;
+        if !found.ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Job {job} is still there after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    say(
+        J,
+        format!("Job {job} gone {} after the delete began", elapsed(t0)),
+    );
+    let runs = stack.runs_of(&job);
+    assert!(
+        runs.iter().all(|r| r.exit_code.is_some()),
+        "an engine still runs: {runs:?}"
+    );
+    let pods = cluster.names("pods", &format!("job-name={job}")).await;
+    assert!(pods.is_empty(), "pods left: {pods:?}");
+    assert_untouched(J, &mut table, &before).await;
+    say(
+        J,
+        "resource, Job, pod and ghost tables gone; original unchanged",
+    );
 }
 
-#[test]
-fn parse_cluster_env() {
-    let vars = parse_env(
-        "export KUBECONFIG=/root/.cache/ghost/k8s/run/admin.kubeconfig\n\
-         export PATH=/x/bin:\"$PATH\"\n\
-         export GHOST_K8S_SERVER=https://127.0.0.1:26443\n\
-         export GHOST_K8S_CA=/a\\ b/ca.crt\n",
+/// Two migrations of one table: the second waits Queued (and gets no Job) until the first ends,
+/// then runs; both changes land.
+async fn two_on_one_table(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "two-on-one-table";
+    let mut table = Table::create("k8s_two", 20_000).await;
+    let writer = Writer::start(table.schema.admin_config(), WRITE_PAUSE).await;
+    let first = Manifest::new("first", table.database(), "ADD COLUMN a INT").slow();
+    let second = Manifest::new("second", table.database(), "ADD COLUMN b INT");
+    apply(cluster, &first).await;
+    wait_copying(stack, &first.name).await;
+    apply(cluster, &second).await;
+    let (smig, took) = stack
+        .wait_phase(&second.name, "Queued", PHASE_TIMEOUT)
+        .await;
+    let message = smig["status"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    say(J, format!("second Queued in {}: {message}", fmt(took)));
+    assert!(message.contains(&first.name), "{message}");
+    let jobs = cluster
+        .names("jobs", &format!("ghost.dev/migration={}", second.name))
+        .await;
+    assert!(jobs.is_empty(), "the queued one has a Job: {jobs:?}");
+
+    speed_up(cluster, &first.name).await;
+    let (_, first_took) = stack
+        .wait_phase(&first.name, "Succeeded", PHASE_TIMEOUT)
+        .await;
+    let first_done = Instant::now();
+    say(
+        J,
+        format!("first Succeeded {} after its speed-up", fmt(first_took)),
     );
+    kubectl_wait_succeeded(cluster, stack, &second).await;
+    // The second started only after the first had finished (the API's times are whole seconds).
+    let first_status = stack.smig(&first.name).await.expect("first exists")["status"].clone();
+    let second_status = stack.smig(&second.name).await.expect("second exists")["status"].clone();
+    let ended = first_status["completionTime"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let started = second_status["startTime"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !ended.is_empty() && started >= ended,
+        "second started at {started:?}, before the first ended at {ended:?}"
+    );
+    say(
+        J,
+        format!(
+            "second Succeeded {} after the first ended",
+            elapsed(first_done)
+        ),
+    );
+    let writes = writer.stop().await;
+    let columns = table.columns().await;
+    assert!(
+        columns.iter().any(|c| c == "a") && columns.iter().any(|c| c == "b"),
+        "{columns:?}"
+    );
+    assert_rows_equal(J, &mut table, &writes).await;
+}
+
+/// `kubectl delete pod` of the engine mid-copy → the Job makes a new pod, which resumes from the
+/// checkpoint; the migration ends with every row right.
+async fn pod_deleted(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "pod-deleted";
+    let mut table = Table::create("k8s_pod", 30_000).await;
+    let writer = Writer::start(table.schema.admin_config(), WRITE_PAUSE).await;
+    let manifest = Manifest::new(J, table.database(), "ADD COLUMN c INT").slow();
+    apply(cluster, &manifest).await;
+    // A checkpoint first (every 10 s): a pod killed before it starts over instead.
+    let (smig, took) = stack
+        .wait_smig(&manifest.name, "checkpointed", PHASE_TIMEOUT, |smig| {
+            smig["status"]["phase"] == "Copying"
+                && smig["status"]["progress"]["checkpointTime"].is_string()
+        })
+        .await;
+    let job = job_of(&smig);
+    let copied = progress_i64(&smig, "rowsCopied");
+    say(
+        J,
+        format!(
+            "checkpointed {} after apply, rowsCopied {copied}",
+            fmt(took)
+        ),
+    );
+    let runs = stack.runs_of(&job);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    let first_pod = runs[0].name.clone();
+
+    let t0 = Instant::now();
+    cluster
+        .kubectl(
+            &[
+                "-n",
+                NAMESPACE,
+                "delete",
+                "pod",
+                first_pod.as_str(),
+                "--wait=true",
+            ],
+            None,
+        )
+        .await;
+    say(
+        J,
+        format!("kubectl delete pod {first_pod} returned in {}", elapsed(t0)),
+    );
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    let second = loop {
+        let runs = stack.runs_of(&job);
+        if let Some(run) = runs.iter().find(|r| r.name != first_pod) {
+            break run.clone();
+        }
+        assert!(Instant::now() < deadline, "no second pod: {runs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    say(
+        J,
+        format!(
+            "the Job's second pod {} started {} after the delete",
+            second.name,
+            elapsed(t0)
+        ),
+    );
+    speed_up(cluster, &manifest.name).await;
+    kubectl_wait_succeeded(cluster, stack, &manifest).await;
+    let writes = writer.stop().await;
+    assert_rows_equal(J, &mut table, &writes).await;
+    let log = std::fs::read_to_string(&second.log).unwrap_or_default();
+    assert!(
+        log.contains("resuming the row copy after the checkpoint"),
+        "the second pod did not resume:\n{log}"
+    );
+    say(J, "the second pod resumed after the checkpoint's key");
+}
+
+/// Applying the same manifest again after success changes nothing: no second pod, same status.
+async fn reapply(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "reapply";
+    let mut table = Table::create("k8s_reapply", 1_000).await;
+    let manifest = Manifest::new(J, table.database(), "ADD COLUMN r INT");
+    apply(cluster, &manifest).await;
+    kubectl_wait_succeeded(cluster, stack, &manifest).await;
+    let done = stack.smig(&manifest.name).await.expect("exists");
+    let job = job_of(&done);
+    assert_eq!(stack.runs_of(&job).len(), 1);
+    let events = cluster.event_reasons(&manifest.name).await.len();
+
+    let out = apply(cluster, &manifest).await;
+    say(
+        J,
+        format!("kubectl apply again: {}", out.trim().replace('\n', "; ")),
+    );
+    // kubectl reports a Secret written with stringData as "configured" on every apply (the
+    // field is write-only); the migration itself must be untouched.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("schemamigration.ghost.dev/") && l.ends_with(" unchanged")),
+        "re-apply changed the SchemaMigration: {out}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = stack.smig(&manifest.name).await.expect("exists");
+    assert_eq!(after["status"], done["status"], "the status changed");
+    assert_eq!(stack.runs_of(&job).len(), 1, "a second engine ran");
     assert_eq!(
-        vars["KUBECONFIG"],
-        "/root/.cache/ghost/k8s/run/admin.kubeconfig"
+        cluster.event_reasons(&manifest.name).await.len(),
+        events,
+        "new Events"
     );
-    assert_eq!(vars["GHOST_K8S_SERVER"], "https://127.0.0.1:26443");
-    assert_eq!(vars["GHOST_K8S_CA"], "/a b/ca.crt");
+    assert!(table.columns().await.iter().any(|c| c == "r"));
+    say(
+        J,
+        "nothing ran again; status and Events unchanged after 3 s",
+    );
 }

@@ -342,8 +342,9 @@ pub struct CutOverSpec {
     #[schemars(range(min = 1, max = 1000))]
     pub retries: i32,
 
-    /// What to do with the original table (`_<table>_del`) after the swap: keep it for a manual
-    /// rollback, or drop it.
+    /// What to do with the original table after the swap: keep it for a manual rollback, as
+    /// `_<table>_<YYYYMMDDhhmmss>_del` (gh-ost's --timestamp-old-table, so the table's next
+    /// migration is not blocked by it), or drop it.
     #[serde(default)]
     pub old_table: OldTable,
 }
@@ -678,7 +679,15 @@ impl ProgressStatus {
             rows_copied: Some(saturating_i64(progress.rows_copied)),
             rows_estimate: Some(saturating_i64(progress.rows_estimate)),
             rows_per_second: round_tenth(progress.rows_per_second),
-            eta_seconds: progress.eta_seconds.map(saturating_i64),
+            // Only a copy has an ETA; once it is complete, nothing is left to wait for but the
+            // cut-over.
+            eta_seconds: match progress.phase {
+                Phase::Copying => progress.eta_seconds.map(saturating_i64),
+                Phase::Verifying | Phase::Postponed | Phase::CuttingOver | Phase::Succeeded => {
+                    Some(0)
+                }
+                _ => None,
+            },
             backlog: Some(saturating_i64(progress.backlog)),
             heartbeat_lag_millis: progress.heartbeat_lag_millis.map(saturating_i64),
             replica_lag_millis: progress.replica_lag_millis.map(saturating_i64),

@@ -900,8 +900,7 @@ fn push_env(env: &mut Vec<(String, String)>, key: &str, value: String) {
 fn hook_progress_pct(p: &Progress) -> f64 {
     match p.phase {
         Phase::Pending | Phase::Validating => 0.0,
-        Phase::Verifying | Phase::Postponed | Phase::CuttingOver | Phase::Succeeded => 100.0,
-        Phase::Copying | Phase::Failed | Phase::Cancelled => p.percent(),
+        _ => p.percent(),
     }
 }
 

@@ -60,6 +60,13 @@ pub struct Progress {
 
 impl Progress {
     pub fn percent(&self) -> f64 {
+        // Past the copy, the estimate (which counts rows inserted meanwhile) no longer matters.
+        if matches!(
+            self.phase,
+            Phase::Verifying | Phase::Postponed | Phase::CuttingOver | Phase::Succeeded
+        ) {
+            return 100.0;
+        }
         if self.rows_estimate == 0 {
             return if self.phase == Phase::Copying {
                 0.0

@@ -176,6 +176,9 @@ pub fn migration_config(
         Duration::from_secs(u64::try_from(cut_over.lock_timeout_seconds.clamp(1, 10)).unwrap_or(3));
     cfg.default_retries = u32::try_from(cut_over.retries).unwrap_or(1).max(1);
     cfg.ok_to_drop_table = cut_over.old_table == OldTable::Drop;
+    // A kept old table gets gh-ost's timestamped name, so it does not block the table's next
+    // migration (which would otherwise find `_<table>_del` taken).
+    cfg.timestamp_old_table = cut_over.old_table == OldTable::Keep;
 
     cfg.checkpoint_interval = Some(CHECKPOINT_INTERVAL);
     cfg.initially_drop_ghost_table = true;
@@ -386,6 +389,10 @@ spec:
         assert_eq!(cfg.cut_over_lock_timeout, Duration::from_secs(3));
         assert_eq!(cfg.default_retries, 60);
         assert!(!cfg.ok_to_drop_table);
+        assert!(
+            cfg.timestamp_old_table,
+            "a kept old table must not block the next migration"
+        );
         assert_eq!(cfg.checkpoint_interval, Some(CHECKPOINT_INTERVAL));
         assert!(
             !cfg.resume,
@@ -433,6 +440,7 @@ spec:
         assert_eq!(cfg.cut_over_lock_timeout, Duration::from_secs(5));
         assert_eq!(cfg.default_retries, 10);
         assert!(cfg.ok_to_drop_table);
+        assert!(!cfg.timestamp_old_table);
         let hooks = &cfg.hooks.webhooks;
         assert_eq!(hooks.len(), 2);
         assert_eq!(hooks[0].url, "https://hooks/a");

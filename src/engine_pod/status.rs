@@ -116,13 +116,31 @@ impl ProgressWriter {
     }
 }
 
-/// When the next write is due: at once for a new phase, otherwise `interval` after the last
+/// What makes a write urgent when it changes: the phase, and whether the engine is throttled (a
+/// user who annotates `ghost/throttle=true` expects to see it in `.status` within a second or
+/// two, not after the next interval).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Stage {
+    phase: Phase,
+    throttled: bool,
+}
+
+impl Stage {
+    fn of(progress: &Progress) -> Self {
+        Self {
+            phase: progress.phase,
+            throttled: progress.throttle.active,
+        }
+    }
+}
+
+/// When the next write is due: at once for a new stage, otherwise `interval` after the last
 /// write, and never sooner than `retry` after a failure.
 #[derive(Debug)]
 struct WriteSchedule {
     interval: Duration,
     retry: Duration,
-    last_phase: Option<Phase>,
+    last_stage: Option<Stage>,
     last_write: Option<Instant>,
     retry_at: Option<Instant>,
 }
@@ -132,15 +150,15 @@ impl WriteSchedule {
         Self {
             interval,
             retry,
-            last_phase: None,
+            last_stage: None,
             last_write: None,
             retry_at: None,
         }
     }
 
-    fn due(&self, phase: Phase, now: Instant) -> Instant {
-        let wanted = match (self.last_phase, self.last_write) {
-            (Some(last), Some(at)) if last == phase => at + self.interval,
+    fn due(&self, stage: Stage, now: Instant) -> Instant {
+        let wanted = match (self.last_stage, self.last_write) {
+            (Some(last), Some(at)) if last == stage => at + self.interval,
             _ => now,
         };
         match self.retry_at {
@@ -149,8 +167,8 @@ impl WriteSchedule {
         }
     }
 
-    fn written(&mut self, phase: Phase, at: Instant) {
-        self.last_phase = Some(phase);
+    fn written(&mut self, stage: Stage, at: Instant) {
+        self.last_stage = Some(stage);
         self.last_write = Some(at);
         self.retry_at = None;
     }
@@ -172,8 +190,8 @@ pub async fn follow_progress(
     // The first snapshot is written at once: it replaces a previous pod's last report.
     let mut pending = true;
     loop {
-        let phase = progress.borrow().phase;
-        let due = pending.then(|| schedule.due(phase, Instant::now()));
+        let stage = Stage::of(&progress.borrow());
+        let due = pending.then(|| schedule.due(stage, Instant::now()));
         let wake = tokio::time::Instant::from_std(due.unwrap_or_else(Instant::now));
         tokio::select! {
             // Biased, with the timer before the channel: a busy engine updates its progress
@@ -184,7 +202,7 @@ pub async fn follow_progress(
                 let snapshot = progress.borrow_and_update().clone();
                 match writer.write(&ProgressStatus::from_engine(&snapshot)).await {
                     Ok(_) => {
-                        schedule.written(snapshot.phase, Instant::now());
+                        schedule.written(Stage::of(&snapshot), Instant::now());
                         pending = false;
                     }
                     Err(e) => {
@@ -301,33 +319,51 @@ mod tests {
         assert!(message.len() > MAX_MESSAGE_BYTES - 2);
     }
 
+    fn stage(phase: Phase) -> Stage {
+        Stage {
+            phase,
+            throttled: false,
+        }
+    }
+
     #[test]
     fn phase_changes_are_written_at_once_the_rest_every_interval() {
         let t0 = Instant::now();
         let mut s = WriteSchedule::new(Duration::from_secs(3), Duration::from_secs(1));
-        assert_eq!(s.due(Phase::Pending, t0), t0, "first write at once");
-        s.written(Phase::Copying, t0);
+        assert_eq!(s.due(stage(Phase::Pending), t0), t0, "first write at once");
+        s.written(stage(Phase::Copying), t0);
         let t1 = t0 + Duration::from_millis(500);
-        assert_eq!(s.due(Phase::Copying, t1), t0 + Duration::from_secs(3));
         assert_eq!(
-            s.due(Phase::Postponed, t1),
+            s.due(stage(Phase::Copying), t1),
+            t0 + Duration::from_secs(3)
+        );
+        assert_eq!(
+            s.due(stage(Phase::Postponed), t1),
             t1,
             "a new phase is written at once"
         );
+        let throttled = Stage {
+            phase: Phase::Copying,
+            throttled: true,
+        };
+        assert_eq!(s.due(throttled, t1), t1, "throttling is written at once");
         let t4 = t0 + Duration::from_secs(4);
         assert_eq!(
-            s.due(Phase::Copying, t4),
+            s.due(stage(Phase::Copying), t4),
             t0 + Duration::from_secs(3),
             "overdue: now"
         );
 
         // A failed write holds every write back briefly, phase changes included.
         s.failed(t4);
-        assert_eq!(s.due(Phase::Failed, t4), t4 + Duration::from_secs(1));
-        assert_eq!(s.due(Phase::Copying, t4), t4 + Duration::from_secs(1));
-        s.written(Phase::Failed, t4 + Duration::from_secs(1));
+        assert_eq!(s.due(stage(Phase::Failed), t4), t4 + Duration::from_secs(1));
         assert_eq!(
-            s.due(Phase::Succeeded, t4 + Duration::from_secs(1)),
+            s.due(stage(Phase::Copying), t4),
+            t4 + Duration::from_secs(1)
+        );
+        s.written(stage(Phase::Failed), t4 + Duration::from_secs(1));
+        assert_eq!(
+            s.due(stage(Phase::Succeeded), t4 + Duration::from_secs(1)),
             t4 + Duration::from_secs(1)
         );
     }

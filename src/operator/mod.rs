@@ -174,8 +174,10 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
     admin.set_ready(true);
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let queue_moves = ctx.queue_moves();
     let mut controller_run = pin!(
         controller
+            .reconcile_all_on(queue_moves)
             .graceful_shutdown_on(async move {
                 let _ = stop_rx.await;
             })

@@ -128,6 +128,11 @@ pub struct Context {
     /// uids of the migrations whose Job this process created: the cache may not show their
     /// new status yet, and the queue must count them as started.
     started: Mutex<HashSet<String>>,
+    /// Told when a migration is seen finished, so queued ones look again at once instead of at
+    /// their next requeue (`queue_moves`).
+    queue_moved: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
+    /// uids already announced on `queue_moved` (once per process each).
+    announced: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -156,6 +161,44 @@ impl Context {
             max_per_host: max_per_host.max(1),
             cleaner,
             started: Mutex::new(HashSet::new()),
+            queue_moved: Mutex::new(None),
+            announced: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// A stream that yields whenever a migration is first seen finished by this process: feed
+    /// it to `Controller::reconcile_all_on` so the migrations queued behind it start without
+    /// waiting for their requeue.
+    pub fn queue_moves(&self) -> impl futures_util::Stream<Item = ()> + Send + 'static {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self
+            .queue_moved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        futures_util::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|()| ((), rx)) },
+        )
+    }
+
+    /// Called from the reconcile of a finished migration, i.e. once the controller's cache holds
+    /// its final status: the queue's next decisions see its slot free.
+    fn announce_finished(&self, uid: &str) {
+        let first = self
+            .announced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(uid.to_string());
+        if !first {
+            return;
+        }
+        if let Some(tx) = self
+            .queue_moved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            let _ = tx.send(());
         }
     }
 
@@ -332,6 +375,7 @@ async fn apply(smig: &SchemaMigration, ctx: &Context) -> Result<Action, Error> {
         .and_then(|s| s.phase)
         .is_some_and(MigrationPhase::is_terminal);
     let observation = if finished {
+        ctx.announce_finished(&uid);
         Observation::with(JobState::NotCreated, None)
     } else {
         observe_job(smig, ctx, &namespace, &name, &uid, controls.panic).await?

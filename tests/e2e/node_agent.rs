@@ -681,9 +681,13 @@ impl Shared {
     /// or remove it at once when nothing runs.
     async fn on_pod_deleting(&self, pod: &Pod, namespace: &str, name: &str, uid: &str) {
         let grace = grace_of(pod, self.options.max_grace);
+        // Its process already exited: the runner may be past its last look at stop requests.
+        let exited = lock_std(&self.runs)
+            .iter()
+            .any(|r| r.uid == uid && r.exit_code.is_some());
         let mut pods = self.pods.lock().await;
         if let Some(entry) = pods.get_mut(uid) {
-            if entry.task.as_ref().is_some_and(|t| !t.is_finished()) {
+            if !exited && entry.task.as_ref().is_some_and(|t| !t.is_finished()) {
                 if request_stop(
                     entry,
                     StopRequest {
@@ -944,6 +948,9 @@ impl Shared {
             me.name
         );
         self.report_terminated(&me, pid, code, &started_at).await;
+        // A deletion may have arrived after the exit (while reporting it): it still needs the
+        // kubelet's last step, or the pod and its Job stay Terminating.
+        let stop_request = stop_request.or(*stop_rx.borrow());
         if stop_request.is_some_and(|r| r.delete_pod) {
             self.force_delete(&me.namespace, &me.name, &me.uid).await;
         }
