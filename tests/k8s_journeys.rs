@@ -68,8 +68,12 @@ journey!(reapply_finished_manifest, reapply);
 
 // ------------------------------------------------------------------------------ helpers
 
+/// Prints a measured figure, and appends it to `harness::SUMMARY` (CI prints that file, since
+/// cargo test captures the output of passing tests).
 fn say(journey: &str, text: impl AsRef<str>) {
-    eprintln!("journeys: {journey}: {}", text.as_ref());
+    let line = format!("journeys: {journey}: {}", text.as_ref());
+    eprintln!("{line}");
+    harness::append_summary(&line);
 }
 
 async fn apply(cluster: &Cluster, manifest: &Manifest) -> String {

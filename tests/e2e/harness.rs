@@ -45,6 +45,31 @@ pub struct Cluster {
 
 pub static CLUSTER: tokio::sync::Mutex<Option<Cluster>> = tokio::sync::Mutex::const_new(None);
 
+/// The journeys' measured figures of the last run, one line each (`.ci/run` prints it).
+pub fn summary_path() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("k8s-journeys")
+        .join("summary.txt")
+}
+
+pub fn append_summary(line: &str) {
+    use std::io::Write;
+    let path = summary_path();
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+        })
+        .and_then(|mut file| writeln!(file, "{line}"));
+    if let Err(e) = written {
+        eprintln!("journeys: cannot append to {}: {e}", path.display());
+    }
+}
+
 pub fn elapsed(since: Instant) -> String {
     format!("{:.1}s", since.elapsed().as_secs_f64())
 }
@@ -176,6 +201,8 @@ pub async fn cluster(slot: &mut Option<Cluster>) -> Cluster {
         return cluster.clone();
     }
     let t0 = Instant::now();
+    // A new run of the journeys: a new summary.
+    let _ = std::fs::remove_file(summary_path());
     let start = cluster_sh("start").await;
     assert!(
         start.ok,
@@ -533,7 +560,13 @@ pub async fn finish(
         );
     }
     stack.stop(cluster).await;
-    eprintln!("journeys: {name} took {} in all", elapsed(t0));
+    let line = format!(
+        "journeys: {name}: {} in {} in all",
+        if result.is_ok() { "passed" } else { "FAILED" },
+        elapsed(t0)
+    );
+    eprintln!("{line}");
+    append_summary(&line);
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
