@@ -25,19 +25,7 @@ fn ghost_migrate(args: &[String]) -> Run {
 }
 
 fn base_args(schema: &str, table: &str, alter: &str) -> Vec<String> {
-    let p = common::primary();
-    vec![
-        format!("--host={}", p.host),
-        format!("--port={}", p.port),
-        format!("--user={}", p.user),
-        format!("--password={}", p.password.expose()),
-        format!("--database={schema}"),
-        format!("--table={table}"),
-        format!("--alter={alter}"),
-        "--allow-on-master".into(),
-        format!("--replica-server-id={}", common::unique_server_id()),
-        "--execute".into(),
-    ]
+    common::migrate_args(schema, table, alter)
 }
 
 /// The run failed with exactly one line that contains every `expected` fragment, and left no

@@ -36,25 +36,19 @@ async fn seeded_schema(prefix: &str) -> common::TestSchema {
 
 /// `ghost migrate` on the primary with a socket, plus `extra` flags; output goes to a log file.
 fn start_migration(schema: &str, dir: &Path, extra: &[String]) -> (Child, PathBuf) {
-    let p = common::primary();
     let socket = dir.join("ghost.sock");
     let log = std::fs::File::create(dir.join("ghost.log")).expect("log file");
-    let mut args = vec![
-        "migrate".to_string(),
-        format!("--host={}", p.host),
-        format!("--port={}", p.port),
-        format!("--user={}", p.user),
-        format!("--password={}", p.password.expose()),
-        format!("--database={schema}"),
-        "--table=t".into(),
-        "--alter=ADD COLUMN w INT NOT NULL DEFAULT 1".into(),
-        "--allow-on-master".into(),
-        "--chunk-size=200".into(),
-        format!("--replica-server-id={}", common::unique_server_id()),
+    let mut args = vec!["migrate".to_string()];
+    args.extend(common::migrate_args(
+        schema,
+        "t",
+        "ADD COLUMN w INT NOT NULL DEFAULT 1",
+    ));
+    args.extend([
+        "--chunk-size=200".to_string(),
         format!("--serve-socket-file={}", socket.display()),
         "--verbose".into(),
-        "--execute".into(),
-    ];
+    ]);
     args.extend(extra.iter().cloned());
     let child = Command::new(env!("CARGO_BIN_EXE_ghost"))
         .args(&args)

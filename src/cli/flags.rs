@@ -232,7 +232,7 @@ pub static FLAGS: &[FlagDef] = &[
     ghost("http-addr", STR, "", "listen address of the HTTP status endpoint; empty disables it"),
     ghost("webhook", LIST, "", "URL notified of migration events; repeatable"),
     ghost("webhook-secret", STR, "", "secret that signs webhook payloads"),
-    ghost("copy-threads", UINT, "1", "parallel row-copy workers (at least 1)"),
+    ghost("checksum", BOOL, "true", "compare both tables chunk by chunk before the cut-over; chunks that differ are copied again"),
 ];
 
 /// Everything the command line says, after defaults, `--conf`, validation and clamping.
@@ -373,7 +373,7 @@ pub struct MigrateFlags {
     pub http_addr: String,
     pub webhook: Vec<String>,
     pub webhook_secret: Secret,
-    pub copy_threads: u32,
+    pub checksum: bool,
     /// Values gh-ost would silently adjust or ignore; the caller should log them.
     pub warnings: Vec<String>,
 }
@@ -495,7 +495,7 @@ impl Default for MigrateFlags {
             http_addr: String::new(),
             webhook: Vec::new(),
             webhook_secret: Secret::default(),
-            copy_threads: 1,
+            checksum: true,
             warnings: Vec::new(),
         }
     }
@@ -890,7 +890,7 @@ impl MigrateFlags {
             "http-addr" => self.http_addr = v.string(),
             "webhook" => self.webhook.push(v.string()),
             "webhook-secret" => self.webhook_secret = v.secret(),
-            "copy-threads" => self.copy_threads = v.uint32()?,
+            "checksum" => self.checksum = v.boolean()?,
             _ => return Err(unknown_flag(name)),
         }
         Ok(())
@@ -994,11 +994,6 @@ impl MigrateFlags {
                 "--status-interval={} is negative; use 0 (gh-ost's schedule) or a number of seconds",
                 self.status_interval
             )));
-        }
-        if self.copy_threads == 0 {
-            return Err(FlagError::Invalid(
-                "--copy-threads=0 is invalid; use 1 or more".to_string(),
-            ));
         }
         Ok(())
     }
@@ -1423,7 +1418,7 @@ mod tests {
         assert_eq!(f.runtime_metrics_interval, Duration::from_secs(10));
         assert_eq!(f.log_format, "text");
         assert_eq!(f.status_interval, 0);
-        assert_eq!(f.copy_threads, 1);
+        assert!(f.checksum);
         assert!(!f.execute);
         assert!(f.warnings.is_empty());
         assert_eq!(f, MigrateFlags::default());
@@ -1708,7 +1703,6 @@ mod tests {
             ),
             (&["--cut-over=three-step"], &["--cut-over", "two-step"]),
             (&["--log-format=xml"], &["--log-format", "json"]),
-            (&["--copy-threads=0"], &["--copy-threads"]),
             (&["--status-interval=-1"], &["--status-interval"]),
             (&["--mysql-timeout=-1"], &["--mysql-timeout"]),
         ];

@@ -371,6 +371,7 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     cfg.initially_drop_old_table = flags.initially_drop_old_table;
     cfg.ok_to_drop_table = flags.ok_to_drop_table;
     cfg.timestamp_old_table = flags.timestamp_old_table;
+    cfg.checksum = flags.checksum;
     cfg.force_table_names =
         (!flags.force_table_names.is_empty()).then(|| flags.force_table_names.clone());
     cfg.allow_nullable_unique_key = flags.allow_nullable_unique_key;

@@ -51,6 +51,8 @@ pub struct MigrationConfig {
     pub initially_drop_old_table: bool,
     pub ok_to_drop_table: bool,
     pub timestamp_old_table: bool,
+    /// Compare both tables before the cut-over (`checksum.rs`); on by default.
+    pub checksum: bool,
     pub force_table_names: Option<String>,
     pub allow_nullable_unique_key: bool,
     pub allow_zero_in_date: bool,
@@ -127,6 +129,7 @@ impl MigrationConfig {
             initially_drop_old_table: false,
             ok_to_drop_table: false,
             timestamp_old_table: false,
+            checksum: true,
             force_table_names: None,
             allow_nullable_unique_key: false,
             allow_zero_in_date: false,

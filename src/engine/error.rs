@@ -47,6 +47,8 @@ pub enum EngineError {
     Warnings(String),
     #[error("cut-over failed: {0}")]
     CutOver(String),
+    #[error("checksum: {0}")]
+    Checksum(String),
     #[error("migration cancelled: {0}")]
     Cancelled(String),
     #[error("{what} failed after {attempts} attempts: {last}")]

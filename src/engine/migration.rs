@@ -16,6 +16,7 @@ use super::changelog::{
     STATE_MIGRATED, STATE_READ_RANGE, interpret,
 };
 use super::checkpoint::{Checkpoint, CheckpointTable};
+use super::checksum::ChecksumPlan;
 use super::config::{CutOverMode, MigrationConfig, Topology};
 use super::conn::ConnectionConfig;
 use super::controls::Controls;
@@ -94,6 +95,8 @@ impl MovingRate {
 
 /// Rows held for one apply transaction at most; only a larger source transaction is split.
 const MAX_PENDING_ROWS: usize = 5000;
+
+mod verify;
 
 #[derive(Clone, Copy)]
 enum Wait {
@@ -231,6 +234,8 @@ struct Live {
     pending_commit: Option<BinlogPosition>,
     /// `pending` ends inside a source transaction (its commit has not arrived yet).
     open_transaction: bool,
+    /// The checksum gate's plan (`cfg.checksum`).
+    checksum: Option<ChecksumPlan>,
 }
 
 impl Run {
@@ -509,6 +514,15 @@ impl Run {
                 })
                 .collect(),
         };
+        let checksum = self.cfg.checksum.then(|| {
+            ChecksumPlan::new(
+                &self.original,
+                &ghost,
+                &copy_key,
+                &column_map,
+                self.server.share_lock_clause(),
+            )
+        });
         let copier = Copier::new(
             &self.cfg.database,
             &self.cfg.table,
@@ -543,6 +557,7 @@ impl Run {
             applied_position: None,
             pending_commit: None,
             open_transaction: false,
+            checksum,
         };
         if !resuming {
             self.wait_for_state(
@@ -599,6 +614,7 @@ impl Run {
             .fire(HookPoint::RowCopyComplete, &snapshot, &[])
             .await?;
         self.maybe_checkpoint(&live, None, true, true).await;
+        self.verify(&mut live).await?;
 
         let snapshot = self.progress.borrow().clone();
         self.hooks

@@ -5,6 +5,7 @@ pub mod alter;
 pub mod applier;
 pub mod changelog;
 pub mod checkpoint;
+pub mod checksum;
 pub mod cleanup;
 pub mod config;
 pub mod conn;

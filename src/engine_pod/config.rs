@@ -179,6 +179,7 @@ pub fn migration_config(
     // A kept old table gets gh-ost's timestamped name, so it does not block the table's next
     // migration (which would otherwise find `_<table>_del` taken).
     cfg.timestamp_old_table = cut_over.old_table == OldTable::Keep;
+    cfg.checksum = spec.verify.as_ref().is_none_or(|v| v.checksum);
 
     cfg.checkpoint_interval = Some(CHECKPOINT_INTERVAL);
     cfg.initially_drop_ghost_table = true;
@@ -393,6 +394,7 @@ spec:
             cfg.timestamp_old_table,
             "a kept old table must not block the next migration"
         );
+        assert!(cfg.checksum, "the checksum gate is on by default");
         assert_eq!(cfg.checkpoint_interval, Some(CHECKPOINT_INTERVAL));
         assert!(
             !cfg.resume,
@@ -441,6 +443,7 @@ spec:
         assert_eq!(cfg.default_retries, 10);
         assert!(cfg.ok_to_drop_table);
         assert!(!cfg.timestamp_old_table);
+        assert!(!cfg.checksum, "verify.checksum: false");
         let hooks = &cfg.hooks.webhooks;
         assert_eq!(hooks.len(), 2);
         assert_eq!(hooks[0].url, "https://hooks/a");

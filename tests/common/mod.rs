@@ -49,6 +49,24 @@ pub fn primary_admin() -> ConnectionConfig {
     }
 }
 
+/// `ghost migrate` flags for `schema`.`table` on the primary as the engine's user, executing
+/// (without the `migrate` subcommand itself).
+pub fn migrate_args(schema: &str, table: &str, alter: &str) -> Vec<String> {
+    let p = primary();
+    vec![
+        format!("--host={}", p.host),
+        format!("--port={}", p.port),
+        format!("--user={}", p.user),
+        format!("--password={}", p.password.expose()),
+        format!("--database={schema}"),
+        format!("--table={table}"),
+        format!("--alter={alter}"),
+        "--allow-on-master".into(),
+        format!("--replica-server-id={}", unique_server_id()),
+        "--execute".into(),
+    ]
+}
+
 /// A replication server id no other test stream uses.
 pub fn unique_server_id() -> u32 {
     rand::random_range(100_000..2_000_000_000)

@@ -1,0 +1,171 @@
+//! The checksum gate through the real binary: the ghost table is damaged from outside right
+//! after the row copy (by a `gh-ost-on-row-copy-complete` hook running the `mariadb` client), and
+//! the gate must find it, copy the damaged chunks again, and cut over to a table equal to the
+//! original. Without the gate the damage reaches the swapped table, which shows the test can
+//! fail; damage that comes back on every copy fails the migration and leaves the original as it
+//! was.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use mysql_async::prelude::Queryable;
+
+const ROWS: u32 = 5_000;
+
+/// id → v, the rows the table must hold after the migration.
+type Rows = Vec<(u32, String)>;
+
+async fn seeded_schema(prefix: &str) -> (common::TestSchema, Rows) {
+    let schema = common::TestSchema::create(prefix).await;
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    conn.query_drop(format!(
+        "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(32) CHARACTER SET latin1, \
+         n INT NULL); \
+         INSERT INTO t SELECT seq, CONCAT('v', seq), IF(seq % 7 = 0, NULL, seq) FROM seq_1_to_{ROWS}"
+    ))
+    .await
+    .expect("seed");
+    let rows = read_rows(&mut conn).await;
+    let _ = conn.disconnect().await;
+    (schema, rows)
+}
+
+async fn read_rows(conn: &mut mysql_async::Conn) -> Rows {
+    conn.query("SELECT id, v FROM t ORDER BY id")
+        .await
+        .expect("read rows")
+}
+
+/// A hooks directory whose row-copy-complete hook runs `$DAMAGE_SQL` against the migrated
+/// schema.
+fn damaging_hook(dir: &Path) -> PathBuf {
+    let hooks = dir.join("hooks");
+    std::fs::create_dir_all(&hooks).expect("hooks dir");
+    let admin = common::primary_admin();
+    let path = hooks.join("gh-ost-on-row-copy-complete-damage");
+    let mut f = std::fs::File::create(&path).expect("hook");
+    writeln!(
+        f,
+        "#!/bin/sh\nexec mariadb --protocol=tcp -h '{}' -P {} -u '{}' \"$GH_OST_DATABASE_NAME\" -e \"$DAMAGE_SQL\"",
+        admin.host, admin.port, admin.user
+    )
+    .expect("write hook");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    hooks
+}
+
+/// `ghost migrate` to the end; returns the exit code and the output.
+fn migrate(schema: &str, dir: &Path, damage_sql: &str, extra: &[&str]) -> (i32, String) {
+    let hooks = damaging_hook(dir);
+    let mut args = vec!["migrate".to_string()];
+    args.extend(common::migrate_args(
+        schema,
+        "t",
+        // v changes character set: compared as characters, not bytes.
+        "ADD COLUMN w INT NOT NULL DEFAULT 1, MODIFY v VARCHAR(32) CHARACTER SET utf8mb4",
+    ));
+    args.extend([
+        "--chunk-size=500".to_string(),
+        format!("--hooks-path={}", hooks.display()),
+        "--verbose".into(),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
+        .args(&args)
+        .env("DAMAGE_SQL", damage_sql)
+        .env("MYSQL_PWD", common::primary_admin().password.expose())
+        .output()
+        .expect("run ghost migrate");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ghost-ck-{name}-{:08x}", rand::random::<u32>()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A changed value, a missing row, an extra row beyond the key range and a NULL made a value.
+const DAMAGE: &str = "UPDATE _t_gho SET v = 'damaged' WHERE id = 7; \
+                      DELETE FROM _t_gho WHERE id = 2500; \
+                      INSERT INTO _t_gho (id, v, n) VALUES (999999, 'extra', 1); \
+                      UPDATE _t_gho SET n = 0 WHERE id = 14";
+
+#[tokio::test]
+async fn damaged_chunks_are_found_and_copied_again() {
+    let (schema, before) = seeded_schema("ck_fix").await;
+    let dir = scratch("fix");
+    let (code, log) = migrate(&schema.name, &dir, DAMAGE, &[]);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("chunks differ; copying them again"), "{log}");
+    assert!(log.contains("checksum: both tables match"), "{log}");
+    for line in log.lines().filter(|l| l.contains("checksum")) {
+        eprintln!("{line}");
+    }
+
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    assert_eq!(
+        read_rows(&mut conn).await,
+        before,
+        "rows after the migration"
+    );
+    let nulls: Option<u64> = conn
+        .query_first("SELECT COUNT(*) FROM t WHERE n IS NULL")
+        .await
+        .expect("count NULLs");
+    assert_eq!(
+        nulls,
+        Some(u64::from(ROWS / 7)),
+        "NULLs after the migration"
+    );
+    let _ = conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn without_the_gate_the_damage_is_cut_over() {
+    let (schema, before) = seeded_schema("ck_off").await;
+    let dir = scratch("off");
+    let (code, log) = migrate(&schema.name, &dir, DAMAGE, &["--checksum=false"]);
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("checksum:"), "{log}");
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    let after = read_rows(&mut conn).await;
+    assert_ne!(after, before, "the damage should have reached the table");
+    assert!(after.iter().any(|(id, v)| *id == 7 && v == "damaged"));
+    let _ = conn.disconnect().await;
+}
+
+#[tokio::test]
+async fn damage_that_comes_back_fails_and_leaves_the_original() {
+    let (schema, before) = seeded_schema("ck_fail").await;
+    let dir = scratch("fail");
+    // A trigger on the ghost table damages row 7 again on every copy.
+    let sql = "UPDATE _t_gho SET v = 'damaged' WHERE id = 7; \
+               CREATE TRIGGER damage BEFORE INSERT ON _t_gho FOR EACH ROW \
+               SET NEW.v = IF(NEW.id = 7, 'damaged', NEW.v)";
+    let (code, log) = migrate(&schema.name, &dir, sql, &[]);
+    assert_ne!(code, 0, "{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("checksum: the ghost table still differs"),
+        "the last line should say why: {last}\n{log}"
+    );
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    assert_eq!(read_rows(&mut conn).await, before, "the original changed");
+    let tables: Vec<String> = conn
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? \
+             ORDER BY TABLE_NAME",
+            (schema.name.as_str(),),
+        )
+        .await
+        .expect("tables");
+    assert_eq!(tables, ["t"], "tables left behind");
+    let _ = conn.disconnect().await;
+}
