@@ -654,6 +654,9 @@ async fn invalid(cluster: &Cluster, stack: &Stack) {
     refused(empty, "alter must not be empty").await;
     let rename = Manifest::new("rename", table.database(), "RENAME TO people");
     refused(rename, "alter must not rename the table").await;
+    let parallel = Manifest::new("parallel", table.database(), "ADD COLUMN x INT")
+        .with_spec("  copy:\n    threads: 4\n");
+    refused(parallel, "parallel copy is not available yet").await;
     let mut bad_port = Manifest::new("bad-port", table.database(), "ADD COLUMN x INT");
     bad_port.spec_extra = String::new();
     let rendered_port = bad_port

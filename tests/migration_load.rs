@@ -71,6 +71,38 @@ async fn mixed_writer(schema: common::TestSchemaRef, stop: Arc<AtomicBool>) -> u
     n
 }
 
+/// A migration with its cut-over postponed, and the mixed writer, both running.
+struct UnderLoad {
+    controls_tx: watch::Sender<Controls>,
+    progress_rx: watch::Receiver<Progress>,
+    stop: Arc<AtomicBool>,
+    writer: tokio::task::JoinHandle<u64>,
+    migration: tokio::task::JoinHandle<ghost::engine::error::Result<Outcome>>,
+}
+
+fn postponed_under_load(
+    schema: &common::TestSchema,
+    cfg: MigrationConfig,
+    chunk_size: u64,
+) -> UnderLoad {
+    let (controls_tx, controls_rx) = watch::channel(Controls {
+        chunk_size,
+        postpone_cut_over: true,
+        ..Controls::default()
+    });
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(mixed_writer(schema.reference(), stop.clone()));
+    let migration = tokio::spawn(Migration::new(cfg, controls_rx, progress_tx).run());
+    UnderLoad {
+        controls_tx,
+        progress_rx,
+        stop,
+        writer,
+        migration,
+    }
+}
+
 async fn rows(conn: &mut Conn, table: &str, columns: &str) -> Vec<Row> {
     conn.query(format!("SELECT {columns} FROM `{table}` ORDER BY id"))
         .await
@@ -104,16 +136,13 @@ async fn ghost_table_equals_original_under_mixed_load() {
         "ADD COLUMN e INT NOT NULL DEFAULT 7, MODIFY b VARCHAR(80) CHARACTER SET utf8mb4",
     );
     cfg.exact_rowcount = true;
-    let (controls_tx, controls_rx) = watch::channel(Controls {
-        chunk_size: 200,
-        postpone_cut_over: true,
-        ..Controls::default()
-    });
-    let (progress_tx, mut progress_rx) = watch::channel(Progress::default());
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let writer = tokio::spawn(mixed_writer(schema.reference(), stop.clone()));
-    let migration = tokio::spawn(Migration::new(cfg, controls_rx, progress_tx).run());
+    let UnderLoad {
+        controls_tx,
+        mut progress_rx,
+        stop,
+        writer,
+        migration,
+    } = postponed_under_load(&schema, cfg, 200);
 
     wait_phase(&mut progress_rx, Phase::Postponed, Duration::from_secs(60)).await;
     // Keep writing a while after the copy, so the applier has work while postponed.
@@ -269,4 +298,49 @@ async fn inserts_through_the_cut_over_are_not_lost() {
         slowest.as_millis(),
         progress_rx.borrow().cut_over_lock_millis
     );
+}
+
+/// With a target chunk time, chunks grow from a tiny `chunk-size` toward the target while the
+/// table is copied exactly (the mixed writer keeps running).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunks_grow_toward_the_target_chunk_time() {
+    let schema = common::TestSchema::create("adaptive").await;
+    let mut admin = schema.admin_config().connect().await.expect("admin");
+    create_table(&mut admin, 20_000).await;
+
+    let mut cfg = config(&schema.name, "ADD COLUMN e INT NOT NULL DEFAULT 7");
+    cfg.target_chunk_time = Some(Duration::from_millis(50));
+    let UnderLoad {
+        controls_tx,
+        mut progress_rx,
+        stop,
+        writer,
+        migration,
+    } = postponed_under_load(&schema, cfg, 10);
+
+    // The largest chunk seen while copying.
+    let mut largest = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while progress_rx.borrow().phase != Phase::Postponed {
+        let p = progress_rx.borrow().clone();
+        assert!(!p.phase.is_terminal(), "migration ended early: {p:?}");
+        assert!(Instant::now() < deadline, "copy not done: {p:?}");
+        largest = largest.max(p.chunk_size);
+        let _ = tokio::time::timeout(Duration::from_millis(200), progress_rx.changed()).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await.expect("writer");
+    controls_tx.send_modify(|c| c.postpone_cut_over = false);
+    let outcome = migration.await.expect("task").expect("migration");
+    assert!(matches!(outcome, Outcome::Migrated { .. }), "{outcome:?}");
+    let p = progress_rx.borrow().clone();
+    eprintln!(
+        "adaptive chunks: from 10 rows to {largest} (last {}), {writes} writes, checksum passes {}",
+        p.chunk_size, p.checksum_passes
+    );
+    assert!(
+        largest >= 160,
+        "chunks did not grow from 10: largest {largest}"
+    );
+    assert_eq!(p.chunks_recopied, 0, "the checksum found differences");
 }

@@ -233,6 +233,7 @@ pub static FLAGS: &[FlagDef] = &[
     ghost("webhook", LIST, "", "URL notified of migration events; repeatable"),
     ghost("webhook-secret", STR, "", "secret that signs webhook payloads"),
     ghost("checksum", BOOL, "true", "compare both tables chunk by chunk before the cut-over; chunks that differ are copied again"),
+    ghost("target-chunk-time-millis", UINT, "0", "resize chunks so each copy takes about this long, starting from --chunk-size; 0 keeps the size fixed"),
 ];
 
 /// Everything the command line says, after defaults, `--conf`, validation and clamping.
@@ -374,6 +375,7 @@ pub struct MigrateFlags {
     pub webhook: Vec<String>,
     pub webhook_secret: Secret,
     pub checksum: bool,
+    pub target_chunk_time_millis: u32,
     /// Values gh-ost would silently adjust or ignore; the caller should log them.
     pub warnings: Vec<String>,
 }
@@ -496,6 +498,7 @@ impl Default for MigrateFlags {
             webhook: Vec::new(),
             webhook_secret: Secret::default(),
             checksum: true,
+            target_chunk_time_millis: 0,
             warnings: Vec::new(),
         }
     }
@@ -891,6 +894,7 @@ impl MigrateFlags {
             "webhook" => self.webhook.push(v.string()),
             "webhook-secret" => self.webhook_secret = v.secret(),
             "checksum" => self.checksum = v.boolean()?,
+            "target-chunk-time-millis" => self.target_chunk_time_millis = v.uint32()?,
             _ => return Err(unknown_flag(name)),
         }
         Ok(())
@@ -1419,6 +1423,7 @@ mod tests {
         assert_eq!(f.log_format, "text");
         assert_eq!(f.status_interval, 0);
         assert!(f.checksum);
+        assert_eq!(f.target_chunk_time_millis, 0);
         assert!(!f.execute);
         assert!(f.warnings.is_empty());
         assert_eq!(f, MigrateFlags::default());
@@ -1438,7 +1443,7 @@ mod tests {
     #[test]
     fn table_has_every_gh_ost_flag_once() {
         assert_eq!(FLAGS.iter().filter(|def| !def.ghost_only).count(), 108);
-        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 6);
+        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 7);
         let mut names: Vec<&str> = FLAGS.iter().map(|def| def.name).collect();
         names.sort_unstable();
         names.dedup();

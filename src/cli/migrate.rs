@@ -372,6 +372,8 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     cfg.ok_to_drop_table = flags.ok_to_drop_table;
     cfg.timestamp_old_table = flags.timestamp_old_table;
     cfg.checksum = flags.checksum;
+    cfg.target_chunk_time = (flags.target_chunk_time_millis > 0)
+        .then(|| Duration::from_millis(u64::from(flags.target_chunk_time_millis)));
     cfg.force_table_names =
         (!flags.force_table_names.is_empty()).then(|| flags.force_table_names.clone());
     cfg.allow_nullable_unique_key = flags.allow_nullable_unique_key;

@@ -53,6 +53,8 @@ pub struct MigrationConfig {
     pub timestamp_old_table: bool,
     /// Compare both tables before the cut-over (`checksum.rs`); on by default.
     pub checksum: bool,
+    /// Resize chunks toward this copy time (`chunk_size.rs`); None: the fixed chunk-size.
+    pub target_chunk_time: Option<Duration>,
     pub force_table_names: Option<String>,
     pub allow_nullable_unique_key: bool,
     pub allow_zero_in_date: bool,
@@ -130,6 +132,7 @@ impl MigrationConfig {
             ok_to_drop_table: false,
             timestamp_old_table: false,
             checksum: true,
+            target_chunk_time: None,
             force_table_names: None,
             allow_nullable_unique_key: false,
             allow_zero_in_date: false,

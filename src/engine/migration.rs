@@ -17,6 +17,7 @@ use super::changelog::{
 };
 use super::checkpoint::{Checkpoint, CheckpointTable};
 use super::checksum::ChecksumPlan;
+use super::chunk_size::ChunkSizer;
 use super::config::{CutOverMode, MigrationConfig, Topology};
 use super::conn::ConnectionConfig;
 use super::controls::Controls;
@@ -839,6 +840,10 @@ impl Run {
             None => (min, true),
         };
         let mut rate = MovingRate::new(Duration::from_secs(10));
+        let mut sizer = ChunkSizer::new(
+            self.cfg.target_chunk_time,
+            self.controls.borrow().chunk_size,
+        );
         loop {
             self.check_abort()?;
             // Throttling pauses both sides: queued changes wait in the bounded channel (and, past
@@ -857,15 +862,10 @@ impl Run {
             }
             self.drain_events(live, 10).await?;
             let controls = self.controls.borrow().clone();
+            let size = sizer.next(controls.chunk_size);
             let Some(upper) = live
                 .copier
-                .next_chunk_end(
-                    &mut live.copy_conn,
-                    &lower,
-                    first,
-                    &max,
-                    controls.chunk_size,
-                )
+                .next_chunk_end(&mut live.copy_conn, &lower, first, &max, size)
                 .await?
             else {
                 return Ok(());
@@ -894,9 +894,11 @@ impl Run {
             };
             lower = upper;
             first = false;
+            sizer.observe(chunk.elapsed);
             self.maybe_checkpoint(live, Some(&lower), false, false)
                 .await;
             self.progress.send_modify(|p| {
+                p.chunk_size = sizer.current();
                 p.rows_copied += chunk.rows;
                 rate.record(p.rows_copied, chunk.rows, chunk.elapsed);
                 p.rows_per_second = rate.per_second();

@@ -55,6 +55,8 @@ pub struct Progress {
     pub applied_position: Option<BinlogPosition>,
     /// When the last resumable checkpoint was written (seconds since the epoch).
     pub last_checkpoint_unix: Option<i64>,
+    /// The size of the last chunk copied (it follows the target chunk time when one is set).
+    pub chunk_size: u64,
     /// Comparisons the checksum gate made (0: it did not run).
     pub checksum_passes: u32,
     /// Chunks the checksum gate found different and copied again.

@@ -180,6 +180,13 @@ pub fn migration_config(
     // migration (which would otherwise find `_<table>_del` taken).
     cfg.timestamp_old_table = cut_over.old_table == OldTable::Keep;
     cfg.checksum = spec.verify.as_ref().is_none_or(|v| v.checksum);
+    cfg.target_chunk_time = spec
+        .copy
+        .as_ref()
+        .and_then(|c| c.target_chunk_time_millis)
+        .and_then(|ms| u64::try_from(ms).ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis);
 
     cfg.checkpoint_interval = Some(CHECKPOINT_INTERVAL);
     cfg.initially_drop_ghost_table = true;
@@ -337,7 +344,7 @@ spec:
   table: users
   alter: ALTER TABLE shop.users ADD COLUMN age INT
   execute: false
-  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, dmlBatchSize: 50, niceRatio: 0.5}
+  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 1, dmlBatchSize: 50, niceRatio: 0.5}
   throttle:
     paused: true
     maxLagMillis: 2000
@@ -395,6 +402,7 @@ spec:
             "a kept old table must not block the next migration"
         );
         assert!(cfg.checksum, "the checksum gate is on by default");
+        assert_eq!(cfg.target_chunk_time, None, "a fixed chunk size by default");
         assert_eq!(cfg.checkpoint_interval, Some(CHECKPOINT_INTERVAL));
         assert!(
             !cfg.resume,
@@ -444,6 +452,7 @@ spec:
         assert!(cfg.ok_to_drop_table);
         assert!(!cfg.timestamp_old_table);
         assert!(!cfg.checksum, "verify.checksum: false");
+        assert_eq!(cfg.target_chunk_time, Some(Duration::from_millis(500)));
         let hooks = &cfg.hooks.webhooks;
         assert_eq!(hooks.len(), 2);
         assert_eq!(hooks[0].url, "https://hooks/a");
