@@ -158,14 +158,7 @@ async fn damage_that_comes_back_fails_and_leaves_the_original() {
     );
     let mut conn = schema.admin_config().connect().await.expect("admin");
     assert_eq!(read_rows(&mut conn).await, before, "the original changed");
-    let tables: Vec<String> = conn
-        .exec(
-            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? \
-             ORDER BY TABLE_NAME",
-            (schema.name.as_str(),),
-        )
-        .await
-        .expect("tables");
+    let tables = common::table_names(&mut conn, &schema.name).await;
     assert_eq!(tables, ["t"], "tables left behind");
     let _ = conn.disconnect().await;
 }

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::flags::{MigrateFlags, parse_migrate_flags, usage};
-use crate::engine::alter::parse_alter;
+use crate::engine::alter::{AlterStatement, parse_alter};
 use crate::engine::config::{CutOverMode, MigrationConfig, ThrottleOptions, Topology};
 use crate::engine::conn::ConnectionConfig;
 use crate::engine::controls::{Controls, parse_load_thresholds};
@@ -301,7 +301,12 @@ fn path(value: &str) -> Option<PathBuf> {
 
 /// Maps gh-ost's flags onto the engine's configuration and initial controls.
 fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
-    let alter = parse_alter(&flags.alter).map_err(|e| e.to_string())?;
+    // gh-ost ignores --alter when reverting.
+    let alter = if flags.revert {
+        AlterStatement::default()
+    } else {
+        parse_alter(&flags.alter).map_err(|e| e.to_string())?
+    };
     let database = if flags.database.is_empty() {
         alter.explicit_schema.clone().unwrap_or_default()
     } else {
@@ -372,6 +377,7 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     cfg.ok_to_drop_table = flags.ok_to_drop_table;
     cfg.timestamp_old_table = flags.timestamp_old_table;
     cfg.checksum = flags.checksum;
+    cfg.revert_from = flags.revert.then(|| flags.old_table.clone());
     cfg.target_chunk_time = (flags.target_chunk_time_millis > 0)
         .then(|| Duration::from_millis(u64::from(flags.target_chunk_time_millis)));
     cfg.force_table_names =

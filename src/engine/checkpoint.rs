@@ -19,6 +19,9 @@ pub struct Checkpoint {
     pub copy_complete: bool,
     pub rows_copied: u64,
     pub events_applied: u64,
+    /// Written after a successful cut-over: `position` is where the swapped table's own changes
+    /// begin, which `--revert` streams from.
+    pub is_cut_over: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -72,8 +75,8 @@ impl CheckpointTable {
         conn.exec_drop(
             format!(
                 "INSERT INTO {} (gh_ost_chk_timestamp, gh_ost_chk_coords, gh_ost_chk_iteration, gh_ost_rows_copied, \
-                 gh_ost_dml_applied, ghost_gtid, ghost_copied_through, ghost_copy_complete) \
-                 VALUES (UNIX_TIMESTAMP(NOW()), ?, ?, ?, ?, ?, ?, ?)",
+                 gh_ost_dml_applied, ghost_gtid, ghost_copied_through, ghost_copy_complete, gh_ost_is_cutover) \
+                 VALUES (UNIX_TIMESTAMP(NOW()), ?, ?, ?, ?, ?, ?, ?, ?)",
                 self.table
             ),
             (
@@ -84,21 +87,35 @@ impl CheckpointTable {
                 checkpoint.position.gtid.clone(),
                 copied,
                 checkpoint.copy_complete,
+                checkpoint.is_cut_over,
             ),
         )
         .await
         .sql_context(|| format!("writing a checkpoint to {}", self.table))
     }
 
-    /// The newest checkpoint.
+    /// The newest checkpoint of a copy in progress.
     pub async fn latest(&self, conn: &mut Conn) -> Result<Option<Checkpoint>> {
+        self.newest(conn, false).await
+    }
+
+    /// The newest cut-over checkpoint (`--revert` starts from it).
+    pub async fn latest_cut_over(&self, conn: &mut Conn) -> Result<Option<Checkpoint>> {
+        self.newest(conn, true).await
+    }
+
+    async fn newest(&self, conn: &mut Conn, cut_over: bool) -> Result<Option<Checkpoint>> {
         type CheckpointRow = (String, Option<String>, Option<String>, bool, u64, u64);
         let row: Option<CheckpointRow> = conn
-            .query_first(format!(
-                "SELECT gh_ost_chk_coords, ghost_gtid, ghost_copied_through, ghost_copy_complete, \
-                 gh_ost_rows_copied, gh_ost_dml_applied FROM {} ORDER BY gh_ost_chk_id DESC LIMIT 1",
-                self.table
-            ))
+            .exec_first(
+                format!(
+                    "SELECT gh_ost_chk_coords, ghost_gtid, ghost_copied_through, ghost_copy_complete, \
+                     gh_ost_rows_copied, gh_ost_dml_applied FROM {} \
+                     WHERE COALESCE(gh_ost_is_cutover, 0) = ? ORDER BY gh_ost_chk_id DESC LIMIT 1",
+                    self.table
+                ),
+                (cut_over,),
+            )
             .await
             .sql_context(|| format!("reading the last checkpoint from {}", self.table))?;
         let Some((coords, gtid, copied, complete, rows, events)) = row else {
@@ -113,6 +130,7 @@ impl CheckpointTable {
             copy_complete: complete,
             rows_copied: rows,
             events_applied: events,
+            is_cut_over: cut_over,
         }))
     }
 }

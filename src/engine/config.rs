@@ -55,6 +55,9 @@ pub struct MigrationConfig {
     pub checksum: bool,
     /// Resize chunks toward this copy time (`chunk_size.rs`); None: the fixed chunk-size.
     pub target_chunk_time: Option<Duration>,
+    /// `--revert --old-table=NAME`: bring the old table a migration kept up to date from its
+    /// cut-over checkpoint, and swap it back in. The ALTER is ignored.
+    pub revert_from: Option<String>,
     pub force_table_names: Option<String>,
     pub allow_nullable_unique_key: bool,
     pub allow_zero_in_date: bool,
@@ -133,6 +136,7 @@ impl MigrationConfig {
             timestamp_old_table: false,
             checksum: true,
             target_chunk_time: None,
+            revert_from: None,
             force_table_names: None,
             allow_nullable_unique_key: false,
             allow_zero_in_date: false,

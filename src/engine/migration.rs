@@ -208,6 +208,9 @@ struct Run {
     created_tables: bool,
     /// The checkpoint a `--resume` continues from.
     resume_from: Option<Checkpoint>,
+    /// Where the swapped table's own changes begin in the binlog: the last transaction boundary
+    /// before the cut-over's lock marker (the original was locked, so nothing of it follows).
+    cut_over_position: Option<BinlogPosition>,
     last_checkpoint: Instant,
     checkpoints_written: u64,
     hooks: Hooks,
@@ -237,6 +240,8 @@ struct Live {
     open_transaction: bool,
     /// The checksum gate's plan (`cfg.checksum`).
     checksum: Option<ChecksumPlan>,
+    /// Where the transaction after the last one seen begins (applied or not).
+    last_commit: Option<BinlogPosition>,
 }
 
 impl Run {
@@ -253,7 +258,12 @@ impl Run {
         if let Some(primary) = cfg.primary.as_mut() {
             primary.database = Some(cfg.database.clone());
         }
-        let alter = parse_alter(&cfg.alter).map_err(|e| EngineError::Refused(e.to_string()))?;
+        // A revert has no ALTER of its own: it turns the old table back into the table.
+        let alter = if cfg.revert_from.is_some() {
+            AlterStatement::default()
+        } else {
+            parse_alter(&cfg.alter).map_err(|e| EngineError::Refused(e.to_string()))?
+        };
         if !alter.renamed_columns.is_empty()
             && !cfg.approve_renamed_columns
             && !cfg.skip_renamed_columns
@@ -332,13 +342,22 @@ impl Run {
                 reason: "it has triggers; pass --include-triggers --trigger-suffix=<suffix> to recreate them on the new table".into(),
             });
         }
-        let names = TableNames::new(
-            &cfg.table,
-            cfg.force_table_names.as_deref(),
-            cfg.timestamp_old_table
-                .then(|| chrono::Local::now().format("%Y%m%d%H%M%S").to_string())
-                .as_deref(),
-        );
+        let names = match &cfg.revert_from {
+            // gh-ost's revert names: the old table plays the ghost, the current one becomes
+            // `_<t>_rev_del`.
+            Some(old_table) => {
+                let mut names = TableNames::new(&cfg.table, None, Some("rev"));
+                names.ghost = old_table.clone();
+                names
+            }
+            None => TableNames::new(
+                &cfg.table,
+                cfg.force_table_names.as_deref(),
+                cfg.timestamp_old_table
+                    .then(|| chrono::Local::now().format("%Y%m%d%H%M%S").to_string())
+                    .as_deref(),
+            ),
+        };
         if cfg.include_triggers && !triggers.is_empty() {
             check_ghost_trigger_names(&mut ddl_conn, &cfg, &triggers).await?;
             check_can_create_triggers(&mut ddl_conn).await?;
@@ -358,7 +377,9 @@ impl Run {
             )));
         }
 
-        let resume_from = if cfg.resume {
+        let resume_from = if cfg.revert_from.is_some() {
+            Some(read_cut_over_checkpoint(&mut ddl_conn, &cfg, &names).await?)
+        } else if cfg.resume {
             Some(read_resume_checkpoint(&mut ddl_conn, &cfg, &names).await?)
         } else {
             None
@@ -378,6 +399,10 @@ impl Run {
         ] {
             if cfg.resume {
                 break;
+            }
+            // A revert's ghost is the kept old table itself.
+            if cfg.revert_from.is_some() && *name == names.ghost {
+                continue;
             }
             if inspector::table_exists(&mut ddl_conn, &cfg.database, name).await? {
                 if !drop_ok {
@@ -407,6 +432,7 @@ impl Run {
             original_keys,
             created_tables: false,
             resume_from,
+            cut_over_position: None,
             last_checkpoint: Instant::now(),
             checkpoints_written: 0,
             hooks,
@@ -427,7 +453,12 @@ impl Run {
     }
 
     async fn execute(&mut self) -> Result<Outcome> {
-        if self.cfg.attempt_instant_ddl && self.cfg.execute && self.try_instant_ddl().await? {
+        let reverting = self.cfg.revert_from.is_some();
+        if !reverting
+            && self.cfg.attempt_instant_ddl
+            && self.cfg.execute
+            && self.try_instant_ddl().await?
+        {
             return Ok(Outcome::Instant);
         }
 
@@ -435,6 +466,10 @@ impl Run {
         let changelog = self.changelog();
         let resuming = self.resume_from.is_some();
         self.created_tables = true;
+        // The changelog went with the cut-over being reverted; a revert makes a new one.
+        if reverting {
+            changelog.recreate(&mut self.ddl_conn).await?;
+        }
         if !resuming {
             changelog.recreate(&mut self.ddl_conn).await?;
             if let Some(table) = self.checkpoint_table() {
@@ -559,6 +594,7 @@ impl Run {
             pending_commit: None,
             open_transaction: false,
             checksum,
+            last_commit: None,
         };
         if !resuming {
             self.wait_for_state(
@@ -958,28 +994,14 @@ impl Run {
         let Some(position) = live.applied_position.clone() else {
             return;
         };
-        let (rows_copied, events_applied) = {
-            let p = self.progress.borrow();
-            (p.rows_copied, p.events_applied)
-        };
-        let checkpoint = Checkpoint {
-            position,
-            copied_through: copied.cloned(),
-            copy_complete: complete,
-            rows_copied,
-            events_applied,
-        };
-        self.checkpoints_written += 1;
-        match table
-            .write(&mut self.ddl_conn, &checkpoint, self.checkpoints_written)
-            .await
-        {
+        let checkpoint = self.checkpoint_at(position, copied.cloned(), complete, false);
+        match self.write_checkpoint(&table, &checkpoint).await {
             Ok(()) => {
                 self.last_checkpoint = Instant::now();
                 let now = chrono::Utc::now().timestamp();
                 self.progress
                     .send_modify(|p| p.last_checkpoint_unix = Some(now));
-                info!(position = %checkpoint.position, rows_copied, "checkpoint success");
+                info!(position = %checkpoint.position, rows_copied = checkpoint.rows_copied, "checkpoint success");
             }
             Err(e) => warn!(error = %e, "checkpoint failed; the previous one stays valid"),
         }
@@ -1087,6 +1109,7 @@ impl Run {
             }
             StreamItem::Commit(position) => {
                 live.open_transaction = false;
+                live.last_commit = Some(position.clone());
                 if live.pending.is_empty() {
                     live.applied_position = Some(position.clone());
                     self.progress
@@ -1348,6 +1371,7 @@ impl Run {
             .await?;
         self.wait_for_state(live, &marker, Wait::Total(timeout))
             .await?;
+        self.cut_over_position = live.last_commit.clone();
         if self.cfg.include_triggers {
             self.create_ghost_triggers().await?;
         }
@@ -1437,6 +1461,7 @@ impl Run {
                 .await?;
             self.wait_for_state(live, &marker, Wait::Total(self.cfg.cut_over_lock_timeout))
                 .await?;
+            self.cut_over_position = live.last_commit.clone();
             if self.cfg.include_triggers {
                 self.create_ghost_triggers().await?;
             }
@@ -1490,6 +1515,9 @@ impl Run {
         self.changelog().drop_table(&mut self.ddl_conn).await?;
         let old = qualified(&self.cfg.database, &self.names.old);
         if self.cfg.topology != Topology::TestOnReplica {
+            if !self.cfg.ok_to_drop_table {
+                self.write_cut_over_checkpoint().await;
+            }
             if self.cfg.ok_to_drop_table {
                 drop_table_if_exists(&mut self.ddl_conn, &self.cfg.database, &self.names.old)
                     .await?;
@@ -1502,6 +1530,59 @@ impl Run {
         }
         self.created_tables = false;
         Ok(())
+    }
+
+    /// A checkpoint at `position` with the current counters.
+    fn checkpoint_at(
+        &self,
+        position: BinlogPosition,
+        copied_through: Option<KeyTuple>,
+        copy_complete: bool,
+        is_cut_over: bool,
+    ) -> Checkpoint {
+        let p = self.progress.borrow();
+        Checkpoint {
+            position,
+            copied_through,
+            copy_complete,
+            rows_copied: p.rows_copied,
+            events_applied: p.events_applied,
+            is_cut_over,
+        }
+    }
+
+    async fn write_checkpoint(
+        &mut self,
+        table: &CheckpointTable,
+        checkpoint: &Checkpoint,
+    ) -> Result<()> {
+        self.checkpoints_written += 1;
+        table
+            .write(&mut self.ddl_conn, checkpoint, self.checkpoints_written)
+            .await
+    }
+
+    /// With checkpoints on and the old table kept, records where the new table's changes
+    /// begin, so `--revert --old-table=...` can bring the old table up to date and swap back.
+    async fn write_cut_over_checkpoint(&mut self) {
+        let (Some(table), Some(position)) =
+            (self.checkpoint_table(), self.cut_over_position.clone())
+        else {
+            return;
+        };
+        let checkpoint = self.checkpoint_at(position, None, true, true);
+        match self.write_checkpoint(&table, &checkpoint).await {
+            Ok(()) => info!(
+                position = %checkpoint.position,
+                old_table = %self.names.old,
+                "cut-over checkpoint written: revert with --revert --old-table={}",
+                self.names.old
+            ),
+            // The migration itself succeeded; only the revert path is lost.
+            Err(e) => {
+                warn!(error = %e, "cannot write the cut-over checkpoint; --revert will not be possible")
+            }
+        }
     }
 
     fn stop_tasks(&mut self) {
@@ -1520,9 +1601,18 @@ impl Run {
         }
     }
 
+    /// The tables this run created; a revert's ghost is the user's kept old table, never ours.
+    fn own_tables(&self) -> Vec<String> {
+        let mut tables = vec![self.names.changelog.clone()];
+        if self.cfg.revert_from.is_none() {
+            tables.insert(0, self.names.ghost.clone());
+        }
+        tables
+    }
+
     async fn drop_aux_tables(&mut self) -> Result<()> {
         self.stop_tasks();
-        for name in [&self.names.ghost, &self.names.changelog] {
+        for name in &self.own_tables() {
             drop_table_if_exists(&mut self.ddl_conn, &self.cfg.database, name).await?;
         }
         self.created_tables = false;
@@ -1540,13 +1630,17 @@ impl Run {
             );
             return Ok(());
         }
-        if let Some(table) = self.checkpoint_table() {
+        // A revert keeps the checkpoints: the cut-over one lets it run again.
+        if let Some(table) = self
+            .checkpoint_table()
+            .filter(|_| self.cfg.revert_from.is_none())
+        {
             let mut conn = self.applier_cfg.connect().await?;
             table.drop_table(&mut conn).await?;
         }
         // A fresh connection: the DDL one may be the one that broke.
         let mut conn = self.applier_cfg.connect().await?;
-        for name in [&self.names.ghost, &self.names.changelog] {
+        for name in &self.own_tables() {
             drop_table_if_exists(&mut conn, &self.cfg.database, name).await?;
         }
         // The sentry, only if it is ours.
@@ -1729,9 +1823,40 @@ pub fn hooks_for(cfg: &MigrationConfig) -> Hooks {
             cfg.inspector.host.clone()
         },
         dry_run: !cfg.execute,
-        revert: false,
+        revert: cfg.revert_from.is_some(),
     };
     Hooks::new(cfg.hooks.clone(), info)
+}
+
+/// `--revert`: the old table must be there, and a cut-over checkpoint of the migration that
+/// made it.
+async fn read_cut_over_checkpoint(
+    conn: &mut Conn,
+    cfg: &MigrationConfig,
+    names: &TableNames,
+) -> Result<Checkpoint> {
+    if !inspector::table_exists(conn, &cfg.database, &names.ghost).await? {
+        return Err(EngineError::Refused(format!(
+            "--revert: the old table {} does not exist; pass the one the migration kept (e.g. \
+             --old-table=_{}_del)",
+            qualified(&cfg.database, &names.ghost),
+            cfg.table
+        )));
+    }
+    let checkpoints = qualified(&cfg.database, &names.checkpoint);
+    let missing = || {
+        EngineError::Refused(format!(
+            "--revert: {checkpoints} has no cut-over checkpoint; only a migration run with \
+             --checkpoint that kept its old table can be reverted"
+        ))
+    };
+    if !inspector::table_exists(conn, &cfg.database, &names.checkpoint).await? {
+        return Err(missing());
+    }
+    CheckpointTable::new(&cfg.database, &names.checkpoint)
+        .latest_cut_over(conn)
+        .await?
+        .ok_or_else(missing)
 }
 
 /// `--resume`: the ghost and changelog tables must still be there, and a checkpoint.

@@ -67,6 +67,19 @@ pub fn migrate_args(schema: &str, table: &str, alter: &str) -> Vec<String> {
     ]
 }
 
+/// The tables of `schema`, sorted by name (byte order).
+pub async fn table_names(conn: &mut mysql_async::Conn, schema: &str) -> Vec<String> {
+    let mut tables: Vec<String> = conn
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ?",
+            (schema,),
+        )
+        .await
+        .expect("list tables");
+    tables.sort();
+    tables
+}
+
 /// A replication server id no other test stream uses.
 pub fn unique_server_id() -> u32 {
     rand::random_range(100_000..2_000_000_000)
