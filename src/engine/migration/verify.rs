@@ -171,6 +171,9 @@ impl Run {
         let mut last_error = String::new();
         for attempt in 1..=LOCK_ATTEMPTS {
             self.check_abort()?;
+            // The lock is held until the marker comes back through the (maybe replica's) binlog:
+            // take it only when that is quick, as the cut-over does.
+            self.wait_for_low_lag(live, timeout).await?;
             let mut lock = self.applier_cfg.connect().await?;
             lock.query_drop(format!(
                 "SET SESSION lock_wait_timeout = {}",
@@ -182,11 +185,19 @@ impl Run {
                 .query_drop(format!("LOCK TABLES {original} READ"))
                 .await
                 .sql_context(|| format!("LOCK TABLES {original} READ for the checksum"));
+            let locked_at = std::time::Instant::now();
             let result = match locked {
                 Ok(()) => self.snapshot_under_lock(live, round, attempt).await,
                 Err(e) => Err(e),
             };
             let _ = lock.query_drop("UNLOCK TABLES").await;
+            if result.is_ok() {
+                info!(
+                    round,
+                    lock_millis = locked_at.elapsed().as_millis() as u64,
+                    "checksum: consistent point taken; writes to the table waited this long"
+                );
+            }
             let _ = lock.disconnect().await;
             match result {
                 Ok(snapshot) => return Ok(snapshot),
@@ -204,6 +215,24 @@ impl Run {
             attempts: LOCK_ATTEMPTS,
             last: last_error,
         })
+    }
+
+    /// Applies changes until the last heartbeat seen is younger than `limit`.
+    async fn wait_for_low_lag(&mut self, live: &mut Live, limit: Duration) -> Result<()> {
+        loop {
+            self.between_chunks(live).await?;
+            let lag_ok = live
+                .last_heartbeat
+                .is_some_and(|at| (chrono::Utc::now() - at).to_std().unwrap_or_default() < limit);
+            if lag_ok {
+                return Ok(());
+            }
+            match tokio::time::timeout(Duration::from_millis(100), live.events.recv()).await {
+                Ok(Some(msg)) => self.handle_stream_msg(live, msg).await?,
+                Ok(None) => return Err(EngineError::Stream("the binlog stream task ended".into())),
+                Err(_) => {}
+            }
+        }
     }
 
     async fn snapshot_under_lock(
