@@ -228,7 +228,8 @@ async fn basic(cluster: &Cluster, stack: &Stack) {
     const J: &str = "basic";
     let mut table = Table::create("k8s_basic", 20_000).await;
     let writer = Writer::start(table.schema.admin_config(), WRITE_PAUSE).await;
-    let manifest = Manifest::new(J, table.database(), "ADD COLUMN age INT NOT NULL DEFAULT 0");
+    let manifest = Manifest::new(J, table.database(), "ADD COLUMN age INT NOT NULL DEFAULT 0")
+        .with_spec("  copy:\n    threads: 4\n    chunkSize: 500\n");
 
     let applied = Instant::now();
     apply(cluster, &manifest).await;
@@ -654,9 +655,9 @@ async fn invalid(cluster: &Cluster, stack: &Stack) {
     refused(empty, "alter must not be empty").await;
     let rename = Manifest::new("rename", table.database(), "RENAME TO people");
     refused(rename, "alter must not rename the table").await;
-    let parallel = Manifest::new("parallel", table.database(), "ADD COLUMN x INT")
-        .with_spec("  copy:\n    threads: 4\n");
-    refused(parallel, "parallel copy is not available yet").await;
+    let threads = Manifest::new("threads", table.database(), "ADD COLUMN x INT")
+        .with_spec("  copy:\n    threads: 100\n");
+    refused(threads, "should be less than or equal to 64").await;
     let mut bad_port = Manifest::new("bad-port", table.database(), "ADD COLUMN x INT");
     bad_port.spec_extra = String::new();
     let rendered_port = bad_port

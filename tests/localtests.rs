@@ -14,6 +14,8 @@
 //! `GHOST_LOCALTESTS_DIR` (the corpus; default `../shared/ghost-localtests` from the crate),
 //! `GHOST_LOCALTESTS_FILTER` (a regex on case names; the first positional argument works too),
 //! `GHOST_LOCALTESTS_TIMEOUT` (seconds of engine time per case, default 120),
+//! `GHOST_LOCALTESTS_EXTRA_FLAGS` (flags added to every case's command line, e.g.
+//! `--copy-threads=4`; a case's own flags still win),
 //! `GHOST_CACHE_DIR` (logs go to `$GHOST_CACHE_DIR/localtests-logs`, default `~/.cache/ghost`),
 //! and the topology's `GHOST_TEST_*` variables (`eval "$(bash e2e/mariadb/topology.sh env)"`).
 
@@ -854,6 +856,10 @@ fn ghost_args(ctx: &Ctx, case: &Case, throttle_seconds: u32, extra: &[String]) -
             rand::random_range(100_000..2_000_000_000u32)
         ),
     ];
+    // Whole-corpus variants (e.g. `--copy-threads=4`); the case's own flags come after and win.
+    if let Ok(flags) = std::env::var("GHOST_LOCALTESTS_EXTRA_FLAGS") {
+        args.extend(flags.split_whitespace().map(str::to_string));
+    }
     args.extend_from_slice(extra);
     args
 }

@@ -344,3 +344,37 @@ async fn chunks_grow_toward_the_target_chunk_time() {
     );
     assert_eq!(p.chunks_recopied, 0, "the checksum found differences");
 }
+
+/// Four copy workers under the mixed writer: the ghost table ends equal (the checksum gate finds
+/// nothing to copy again) and the migration cuts over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_copy_under_mixed_load() {
+    let schema = common::TestSchema::create("parallel").await;
+    let mut admin = schema.admin_config().connect().await.expect("admin");
+    create_table(&mut admin, 20_000).await;
+
+    let mut cfg = config(&schema.name, "ADD COLUMN e INT NOT NULL DEFAULT 7");
+    cfg.copy_threads = 4;
+    let UnderLoad {
+        controls_tx,
+        mut progress_rx,
+        stop,
+        writer,
+        migration,
+    } = postponed_under_load(&schema, cfg, 50);
+    wait_phase(&mut progress_rx, Phase::Postponed, Duration::from_secs(120)).await;
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await.expect("writer");
+    controls_tx.send_modify(|c| c.postpone_cut_over = false);
+    let outcome = migration.await.expect("task").expect("migration");
+    assert!(matches!(outcome, Outcome::Migrated { .. }), "{outcome:?}");
+    let p = progress_rx.borrow().clone();
+    eprintln!(
+        "parallel copy: {} rows copied by 4 workers, {writes} writes, {} events applied, \
+         checksum passes {}, chunks copied again {}",
+        p.rows_copied, p.events_applied, p.checksum_passes, p.chunks_recopied
+    );
+    assert!(p.rows_copied > 19_000, "rows copied: {}", p.rows_copied);
+    assert_eq!(p.checksum_passes, 1);
+    assert_eq!(p.chunks_recopied, 0, "the checksum found differences");
+}

@@ -125,15 +125,6 @@ fn alter_must_not_rename_the_table() {
 }
 
 #[test]
-fn parallel_copy_is_refused_until_it_exists() {
-    let mut smig = sample();
-    smig.spec.copy.as_mut().unwrap().threads = Some(4);
-    assert!(create_errors(&smig).contains("parallel copy is not available yet"));
-    smig.spec.copy.as_mut().unwrap().threads = Some(1);
-    assert_eq!(create_errors(&smig), "");
-}
-
-#[test]
 fn ca_bundle_needs_tls_enabled() {
     let mut smig = sample();
     smig.spec.connection.tls = Some(TlsSpec {

@@ -259,12 +259,9 @@ pub struct CopySpec {
     #[schemars(range(min = 10, max = 60000))]
     pub target_chunk_time_millis: Option<i64>,
 
-    /// Parallel copy workers over disjoint key ranges. Only 1 for now: parallel copy comes in a
-    /// later release, and a value it cannot honour is refused rather than ignored.
+    /// Chunks copied at once, each on its own connection, over disjoint key ranges. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self == 1").message(
-        "copy.threads: parallel copy is not available yet; remove the field or set it to 1"
-    ))]
+    #[schemars(range(min = 1, max = 64))]
     pub threads: Option<i32>,
 
     /// Binary log events applied per transaction. Default 10. Annotation ghost/dml-batch-size
@@ -821,7 +818,7 @@ spec:
   table: users
   alter: ADD COLUMN age INT
   execute: false
-  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 1, dmlBatchSize: 50, niceRatio: 0.5}
+  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, dmlBatchSize: 50, niceRatio: 0.5}
   throttle:
     paused: true
     maxLagMillis: 2000

@@ -233,6 +233,7 @@ pub static FLAGS: &[FlagDef] = &[
     ghost("webhook", LIST, "", "URL notified of migration events; repeatable"),
     ghost("webhook-secret", STR, "", "secret that signs webhook payloads"),
     ghost("checksum", BOOL, "true", "compare both tables chunk by chunk before the cut-over; chunks that differ are copied again"),
+    ghost("copy-threads", UINT, "1", "chunks copied at once, each on its own connection (1 to 64)"),
     ghost("target-chunk-time-millis", UINT, "0", "resize chunks so each copy takes about this long, starting from --chunk-size; 0 keeps the size fixed"),
 ];
 
@@ -376,6 +377,7 @@ pub struct MigrateFlags {
     pub webhook_secret: Secret,
     pub checksum: bool,
     pub target_chunk_time_millis: u32,
+    pub copy_threads: u32,
     /// Values gh-ost would silently adjust or ignore; the caller should log them.
     pub warnings: Vec<String>,
 }
@@ -499,6 +501,7 @@ impl Default for MigrateFlags {
             webhook_secret: Secret::default(),
             checksum: true,
             target_chunk_time_millis: 0,
+            copy_threads: 1,
             warnings: Vec::new(),
         }
     }
@@ -895,6 +898,7 @@ impl MigrateFlags {
             "webhook-secret" => self.webhook_secret = v.secret(),
             "checksum" => self.checksum = v.boolean()?,
             "target-chunk-time-millis" => self.target_chunk_time_millis = v.uint32()?,
+            "copy-threads" => self.copy_threads = v.uint32()?,
             _ => return Err(unknown_flag(name)),
         }
         Ok(())
@@ -959,6 +963,12 @@ impl MigrateFlags {
             return Err(FlagError::Invalid(format!(
                 "--checkpoint-seconds={} is too small; use 10 or more",
                 self.checkpoint_seconds
+            )));
+        }
+        if !(1..=64).contains(&self.copy_threads) {
+            return Err(FlagError::Invalid(format!(
+                "--copy-threads={} is out of range; use 1 to 64",
+                self.copy_threads
             )));
         }
         if self.revert && self.old_table.is_empty() {
@@ -1424,6 +1434,7 @@ mod tests {
         assert_eq!(f.status_interval, 0);
         assert!(f.checksum);
         assert_eq!(f.target_chunk_time_millis, 0);
+        assert_eq!(f.copy_threads, 1);
         assert!(!f.execute);
         assert!(f.warnings.is_empty());
         assert_eq!(f, MigrateFlags::default());
@@ -1443,7 +1454,7 @@ mod tests {
     #[test]
     fn table_has_every_gh_ost_flag_once() {
         assert_eq!(FLAGS.iter().filter(|def| !def.ghost_only).count(), 108);
-        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 7);
+        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 8);
         let mut names: Vec<&str> = FLAGS.iter().map(|def| def.name).collect();
         names.sort_unstable();
         names.dedup();
@@ -1707,6 +1718,8 @@ mod tests {
                 &["--revert", "--resume"],
             ),
             (&["--cut-over=three-step"], &["--cut-over", "two-step"]),
+            (&["--copy-threads=0"], &["--copy-threads", "1 to 64"]),
+            (&["--copy-threads=65"], &["--copy-threads", "1 to 64"]),
             (&["--log-format=xml"], &["--log-format", "json"]),
             (&["--status-interval=-1"], &["--status-interval"]),
             (&["--mysql-timeout=-1"], &["--mysql-timeout"]),

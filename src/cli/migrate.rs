@@ -378,6 +378,7 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     cfg.timestamp_old_table = flags.timestamp_old_table;
     cfg.checksum = flags.checksum;
     cfg.revert_from = flags.revert.then(|| flags.old_table.clone());
+    cfg.copy_threads = flags.copy_threads as usize;
     cfg.target_chunk_time = (flags.target_chunk_time_millis > 0)
         .then(|| Duration::from_millis(u64::from(flags.target_chunk_time_millis)));
     cfg.force_table_names =

@@ -55,6 +55,8 @@ pub struct MigrationConfig {
     pub checksum: bool,
     /// Resize chunks toward this copy time (`chunk_size.rs`); None: the fixed chunk-size.
     pub target_chunk_time: Option<Duration>,
+    /// Chunks copied at once, each on its own session (`migration/parallel_copy.rs`); 1: serial.
+    pub copy_threads: usize,
     /// `--revert --old-table=NAME`: bring the old table a migration kept up to date from its
     /// cut-over checkpoint, and swap it back in. The ALTER is ignored.
     pub revert_from: Option<String>,
@@ -137,6 +139,7 @@ impl MigrationConfig {
             checksum: true,
             target_chunk_time: None,
             revert_from: None,
+            copy_threads: 1,
             force_table_names: None,
             allow_nullable_unique_key: false,
             allow_zero_in_date: false,

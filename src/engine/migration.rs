@@ -21,7 +21,7 @@ use super::chunk_size::ChunkSizer;
 use super::config::{CutOverMode, MigrationConfig, Topology};
 use super::conn::ConnectionConfig;
 use super::controls::Controls;
-use super::copier::{Copier, CopyKey, KeyTuple};
+use super::copier::{ChunkResult, Copier, CopyKey, KeyTuple};
 use super::cutover::CutOverTables;
 use super::ddl::drop_table_if_exists;
 use super::dialect::ServerInfo;
@@ -97,6 +97,7 @@ impl MovingRate {
 /// Rows held for one apply transaction at most; only a larger source transaction is split.
 const MAX_PENDING_ROWS: usize = 5000;
 
+mod parallel_copy;
 mod verify;
 
 #[derive(Clone, Copy)]
@@ -448,6 +449,19 @@ impl Run {
         Changelog::new(&self.cfg.database, &self.names.changelog)
     }
 
+    /// A session for copying chunks: the server's time zone and the migration's sql_mode.
+    async fn open_copy_session(&self) -> Result<Conn> {
+        let strict = !self.cfg.skip_strict_mode;
+        let mut conn = self.applier_cfg.connect().await?;
+        conn.query_drop(format!(
+            "SET SESSION time_zone = @@global.time_zone, sql_mode = {}",
+            sql_mode_expression(self.cfg.allow_zero_in_date, strict)
+        ))
+        .await
+        .sql_context(|| "preparing the copy session".into())?;
+        Ok(conn)
+    }
+
     fn ghost_name(&self) -> String {
         qualified(&self.cfg.database, &self.names.ghost)
     }
@@ -570,14 +584,7 @@ impl Run {
         let strict = !self.cfg.skip_strict_mode;
         let mut apply_conn = self.applier_cfg.connect().await?;
         prepare_apply_session_with(&mut apply_conn, self.cfg.allow_zero_in_date, strict).await?;
-        let mut copy_conn = self.applier_cfg.connect().await?;
-        copy_conn
-            .query_drop(format!(
-                "SET SESSION time_zone = @@global.time_zone, sql_mode = {}",
-                sql_mode_expression(self.cfg.allow_zero_in_date, strict)
-            ))
-            .await
-            .sql_context(|| "preparing the copy session".into())?;
+        let copy_conn = self.open_copy_session().await?;
 
         let mut live = Live {
             events,
@@ -875,24 +882,18 @@ impl Run {
             Some(key) => (key, false),
             None => (min, true),
         };
-        let mut rate = MovingRate::new(Duration::from_secs(10));
-        let mut sizer = ChunkSizer::new(
-            self.cfg.target_chunk_time,
-            self.controls.borrow().chunk_size,
-        );
+        if self.cfg.copy_threads > 1 {
+            return self
+                .copy_rows_parallel(live, (lower, first), max, self.cfg.copy_threads)
+                .await;
+        }
+        let (mut rate, mut sizer) = self.copy_pace();
         loop {
             self.check_abort()?;
             // Throttling pauses both sides: queued changes wait in the bounded channel (and, past
             // it, in the server's binlog) until the throttle lifts.
             if self.throttled(live)? {
-                // No rate while nothing moves: the ETA says "unknown" instead of a stale guess.
-                rate.reset();
-                self.progress.send_if_modified(|p| {
-                    let changed = p.eta_seconds.is_some();
-                    p.eta_seconds = None;
-                    p.rows_per_second = 0.0;
-                    changed
-                });
+                self.rate_paused(&mut rate);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -916,16 +917,7 @@ impl Run {
                     .await
                 {
                     Ok(chunk) => break chunk,
-                    Err(e) => {
-                        let snapshot = self.progress.borrow().clone();
-                        let extra = [env_last_batch_copy_error(&e.to_string())];
-                        // Never aborts: gh-ost's batch-copy-retry hook is informational.
-                        let _ = self
-                            .hooks
-                            .fire(HookPoint::BatchCopyRetry, &snapshot, &extra)
-                            .await;
-                        self.retry_or_fail("row copy", attempt, e).await?
-                    }
+                    Err(e) => self.chunk_failed(attempt, e).await?,
                 }
             };
             lower = upper;
@@ -933,20 +925,59 @@ impl Run {
             sizer.observe(chunk.elapsed);
             self.maybe_checkpoint(live, Some(&lower), false, false)
                 .await;
-            self.progress.send_modify(|p| {
-                p.chunk_size = sizer.current();
-                p.rows_copied += chunk.rows;
-                rate.record(p.rows_copied, chunk.rows, chunk.elapsed);
-                p.rows_per_second = rate.per_second();
-                p.eta_seconds = (p.rows_per_second > 0.0).then(|| {
-                    let left = p.rows_estimate.saturating_sub(p.rows_copied) as f64;
-                    (left / p.rows_per_second).ceil() as u64
-                });
-            });
+            self.chunk_copied(&mut rate, &sizer, &chunk);
             if controls.nice_ratio > 0.0 {
                 tokio::time::sleep(chunk.elapsed.mul_f64(controls.nice_ratio)).await;
             }
         }
+    }
+
+    /// A copy's rate window and chunk sizer, from the configuration and the current controls.
+    fn copy_pace(&self) -> (MovingRate, ChunkSizer) {
+        (
+            MovingRate::new(Duration::from_secs(10)),
+            ChunkSizer::new(
+                self.cfg.target_chunk_time,
+                self.controls.borrow().chunk_size,
+            ),
+        )
+    }
+
+    /// No rate while nothing moves (throttled): the ETA says "unknown" instead of a stale guess.
+    fn rate_paused(&self, rate: &mut MovingRate) {
+        rate.reset();
+        self.progress.send_if_modified(|p| {
+            let changed = p.eta_seconds.is_some();
+            p.eta_seconds = None;
+            p.rows_per_second = 0.0;
+            changed
+        });
+    }
+
+    /// A chunk is in: rows, rate, ETA and the current chunk size.
+    fn chunk_copied(&self, rate: &mut MovingRate, sizer: &ChunkSizer, chunk: &ChunkResult) {
+        self.progress.send_modify(|p| {
+            p.chunk_size = sizer.current();
+            p.rows_copied += chunk.rows;
+            rate.record(p.rows_copied, chunk.rows, chunk.elapsed);
+            p.rows_per_second = rate.per_second();
+            p.eta_seconds = (p.rows_per_second > 0.0).then(|| {
+                let left = p.rows_estimate.saturating_sub(p.rows_copied) as f64;
+                (left / p.rows_per_second).ceil() as u64
+            });
+        });
+    }
+
+    /// A chunk's attempt failed: gh-ost's batch-copy-retry hook (informational, never aborts),
+    /// then wait for a retry or give up.
+    async fn chunk_failed(&self, attempt: u32, error: EngineError) -> Result<()> {
+        let snapshot = self.progress.borrow().clone();
+        let extra = [env_last_batch_copy_error(&error.to_string())];
+        let _ = self
+            .hooks
+            .fire(HookPoint::BatchCopyRetry, &snapshot, &extra)
+            .await;
+        self.retry_or_fail("row copy", attempt, error).await
     }
 
     /// After a failed attempt: wait and let the caller retry, or give up when `--default-retries`

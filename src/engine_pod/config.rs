@@ -180,6 +180,13 @@ pub fn migration_config(
     // migration (which would otherwise find `_<table>_del` taken).
     cfg.timestamp_old_table = cut_over.old_table == OldTable::Keep;
     cfg.checksum = spec.verify.as_ref().is_none_or(|v| v.checksum);
+    cfg.copy_threads = spec
+        .copy
+        .as_ref()
+        .and_then(|c| c.threads)
+        .and_then(|t| usize::try_from(t).ok())
+        .unwrap_or(1)
+        .clamp(1, 64);
     cfg.target_chunk_time = spec
         .copy
         .as_ref()
@@ -344,7 +351,7 @@ spec:
   table: users
   alter: ALTER TABLE shop.users ADD COLUMN age INT
   execute: false
-  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 1, dmlBatchSize: 50, niceRatio: 0.5}
+  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, dmlBatchSize: 50, niceRatio: 0.5}
   throttle:
     paused: true
     maxLagMillis: 2000
@@ -403,6 +410,7 @@ spec:
         );
         assert!(cfg.checksum, "the checksum gate is on by default");
         assert_eq!(cfg.target_chunk_time, None, "a fixed chunk size by default");
+        assert_eq!(cfg.copy_threads, 1, "a serial copy by default");
         assert_eq!(cfg.checkpoint_interval, Some(CHECKPOINT_INTERVAL));
         assert!(
             !cfg.resume,
@@ -453,6 +461,7 @@ spec:
         assert!(!cfg.timestamp_old_table);
         assert!(!cfg.checksum, "verify.checksum: false");
         assert_eq!(cfg.target_chunk_time, Some(Duration::from_millis(500)));
+        assert_eq!(cfg.copy_threads, 4);
         let hooks = &cfg.hooks.webhooks;
         assert_eq!(hooks.len(), 2);
         assert_eq!(hooks[0].url, "https://hooks/a");
