@@ -258,7 +258,9 @@ async fn basic(cluster: &Cluster, stack: &Stack) {
     let progress = &status["progress"];
     assert_eq!(progress["percent"].as_f64(), Some(100.0), "{progress:#}");
     let rows = progress_i64(&smig, "rowsCopied");
-    assert!(rows >= 20_000, "rowsCopied {rows}: {progress:#}");
+    // The writer deletes rows the copy has not reached yet (and inserts ones it then copies):
+    // the count moves a little either way; the rows themselves were checked above.
+    assert!(rows > 19_000, "rowsCopied {rows}: {progress:#}");
     assert!(
         progress["heartbeatLagMillis"].as_i64().is_some(),
         "no lag: {progress:#}"
