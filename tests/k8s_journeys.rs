@@ -975,8 +975,19 @@ async fn reapply(cluster: &Cluster, stack: &Stack) {
     let manifest = Manifest::new(J, table.database(), "ADD COLUMN r INT");
     apply(cluster, &manifest).await;
     kubectl_wait_succeeded(cluster, stack, &manifest).await;
+    // The engine's final report lands just before it exits: wait for the exit, so the status
+    // compared below is the settled one.
+    let job = job_of(&stack.smig(&manifest.name).await.expect("exists"));
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    while !stack.runs_of(&job).iter().all(|r| r.exit_code.is_some()) {
+        assert!(
+            Instant::now() < deadline,
+            "the engine of {job} did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let done = stack.smig(&manifest.name).await.expect("exists");
-    let job = job_of(&done);
     assert_eq!(stack.runs_of(&job).len(), 1);
     let events = cluster.event_reasons(&manifest.name).await.len();
 
