@@ -270,6 +270,10 @@ async fn basic(cluster: &Cluster, stack: &Stack) {
         lock_millis.is_some_and(|ms| ms >= 0),
         "no lock time: {progress:#}"
     );
+    // The checksum gate ran and matched at once; the copy used 500-row chunks.
+    assert_eq!(progress["checksum"]["passes"], 1, "{progress:#}");
+    assert_eq!(progress["checksum"]["chunksCopiedAgain"], 0, "{progress:#}");
+    assert_eq!(progress["chunkSize"], 500, "{progress:#}");
     for field in ["startTime", "completionTime", "job"] {
         assert!(status[field].is_string(), "no {field}: {status:#}");
     }

@@ -667,6 +667,14 @@ pub struct ProgressStatus {
     /// When the engine last saved a resumable checkpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_time: Option<Time>,
+
+    /// Rows in the last chunk copied (it follows copy.targetChunkTimeMillis when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<i64>,
+
+    /// The checksum gate (spec.verify.checksum), once it has run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<ChecksumStatus>,
 }
 
 impl ProgressStatus {
@@ -699,6 +707,11 @@ impl ProgressStatus {
                 attempts: i32::try_from(progress.cut_over_attempts).unwrap_or(i32::MAX),
                 lock_millis: progress.cut_over_lock_millis.map(saturating_i64),
             }),
+            chunk_size: (progress.chunk_size > 0).then(|| saturating_i64(progress.chunk_size)),
+            checksum: (progress.checksum_passes > 0).then(|| ChecksumStatus {
+                passes: i32::try_from(progress.checksum_passes).unwrap_or(i32::MAX),
+                chunks_copied_again: saturating_i64(progress.chunks_recopied),
+            }),
             checkpoint_time: progress
                 .last_checkpoint_unix
                 .and_then(|secs| k8s_openapi::jiff::Timestamp::from_second(secs).ok())
@@ -730,6 +743,16 @@ pub struct ThrottleStatus {
     /// Why, e.g. `commanded by user` or a lag or load reading.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// What the checksum gate did.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChecksumStatus {
+    /// Comparisons of both tables at a consistent point (1 when they matched at once).
+    pub passes: i32,
+    /// Chunks that differed and were copied again.
+    pub chunks_copied_again: i64,
 }
 
 /// Cut-over statistics.
@@ -907,6 +930,25 @@ spec:
         assert_eq!(json["rowsCopied"], 1234);
         assert_eq!(json["replicaLagMillis"], 250);
         assert!(json.get("checkpointTime").is_none());
+        assert!(json.get("checksum").is_none(), "no checksum before it ran");
+        assert!(json.get("chunkSize").is_none(), "no chunk copied yet");
+    }
+
+    #[test]
+    fn checksum_and_chunk_size_reach_the_status() {
+        let progress = Progress {
+            phase: Phase::CuttingOver,
+            chunk_size: 2500,
+            checksum_passes: 2,
+            chunks_recopied: 3,
+            ..Progress::default()
+        };
+        let json = serde_json::to_value(ProgressStatus::from_engine(&progress)).unwrap();
+        assert_eq!(json["chunkSize"], 2500);
+        assert_eq!(json["checksum"]["passes"], 2);
+        assert_eq!(json["checksum"]["chunksCopiedAgain"], 3);
+        assert_eq!(json["percent"], 100.0);
+        assert_eq!(json["etaSeconds"], 0);
     }
 
     #[test]
