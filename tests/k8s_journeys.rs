@@ -65,6 +65,7 @@ journey!(delete_running_migration, delete_running);
 journey!(two_migrations_on_one_table, two_on_one_table);
 journey!(engine_pod_deleted_mid_copy, pod_deleted);
 journey!(reapply_finished_manifest, reapply);
+journey!(revert_a_finished_migration, revert);
 
 // ------------------------------------------------------------------------------ helpers
 
@@ -1020,5 +1021,70 @@ async fn reapply(cluster: &Cluster, stack: &Stack) {
     say(
         J,
         "nothing ran again; status and Events unchanged after 3 s",
+    );
+}
+
+/// A finished migration is undone by a second SchemaMigration naming the old table it kept
+/// (`spec.revert.oldTable`): while a writer keeps changing the table, the old table is brought up
+/// to date from the cut-over checkpoint and swapped back; the table has its old definition and
+/// every row the writes left.
+async fn revert(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "revert";
+    let mut table = Table::create("k8s_revert", 5_000).await;
+    let forward = Manifest::new(
+        "forward",
+        table.database(),
+        "ADD COLUMN extra INT NOT NULL DEFAULT 3",
+    );
+    apply(cluster, &forward).await;
+    kubectl_wait_succeeded(cluster, stack, &forward).await;
+    let before = table.columns().await;
+    assert!(before.iter().any(|c| c == "extra"), "{before:?}");
+    let tables = table.tables().await;
+    let old_table = tables
+        .iter()
+        .find(|t| t.ends_with("_del"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no kept old table: {tables:?}"));
+
+    // Writes under the new definition, before and during the revert.
+    let writer = Writer::start(table.schema.admin_config(), WRITE_PAUSE).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let back = Manifest::new("revert", table.database(), "")
+        .with_spec(&format!("  revert:\n    oldTable: {old_table}\n"));
+    let applied = Instant::now();
+    apply(cluster, &back).await;
+    kubectl_wait_succeeded(cluster, stack, &back).await;
+    say(
+        J,
+        format!(
+            "revert of {old_table} Succeeded {} after kubectl apply",
+            elapsed(applied)
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writes = writer.stop().await;
+
+    let columns = table.columns().await;
+    assert!(
+        columns.iter().all(|c| c != "extra"),
+        "the old definition is not back: {columns:?}"
+    );
+    assert_rows_equal(J, &mut table, &writes).await;
+    let smig = stack.smig(&back.name).await.expect("exists");
+    let progress = &smig["status"]["progress"];
+    assert_eq!(progress["checksum"]["passes"], 1, "{progress:#}");
+    assert_eq!(progress["checksum"]["chunksCopiedAgain"], 0, "{progress:#}");
+    let tables = table.tables().await;
+    assert!(
+        tables.iter().any(|t| t == "_users_rev_del"),
+        "the replaced table is not kept: {tables:?}"
+    );
+    say(
+        J,
+        format!(
+            "old definition back ({} columns), checksum matched, tables {tables:?}",
+            columns.len()
+        ),
     );
 }

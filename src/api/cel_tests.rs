@@ -125,6 +125,25 @@ fn alter_must_not_rename_the_table() {
 }
 
 #[test]
+fn a_revert_has_no_alter_and_stays_a_revert() {
+    use super::types::RevertSpec;
+    let mut revert = sample();
+    revert.spec.revert = Some(RevertSpec {
+        old_table: "_users_20261122064721_del".into(),
+    });
+    assert!(create_errors(&revert).contains("revert and alter exclude each other"));
+    revert.spec.alter = String::new();
+    assert_eq!(create_errors(&revert), "");
+    let mut plain = sample();
+    plain.spec.alter = " ".into();
+    assert!(create_errors(&plain).contains("alter must not be empty"));
+    // Turning a migration into a revert, or back, is refused.
+    let mut turned = revert.clone();
+    turned.spec.revert = None;
+    assert!(update_errors(&turned, &revert).contains("revert is immutable"));
+}
+
+#[test]
 fn ca_bundle_needs_tls_enabled() {
     let mut smig = sample();
     smig.spec.connection.tls = Some(TlsSpec {

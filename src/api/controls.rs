@@ -330,6 +330,7 @@ mod tests {
             },
             table: "users".into(),
             alter: "ADD COLUMN age INT".into(),
+            revert: None,
             execute: true,
             copy: None,
             throttle: None,

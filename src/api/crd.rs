@@ -131,14 +131,21 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
-        for field in ["connection", "table", "alter"] {
+        for field in ["connection", "table"] {
             assert!(
                 required.contains(&field),
                 "{field} is required: {required:?}"
             );
         }
+        // alter may be left out only with revert: a rule on spec says so.
+        assert!(!required.contains(&"alter"), "{required:?}");
+        let spec_rules = rules(spec);
+        assert!(
+            spec_rules.iter().any(|r| r.contains("has(self.revert)")),
+            "{spec_rules:?}"
+        );
         let props = &spec["properties"];
-        for field in ["connection", "table", "alter", "execute"] {
+        for field in ["connection", "table", "alter", "execute", "revert"] {
             assert!(
                 rules(&props[field]).contains(&"self == oldSelf".to_string()),
                 "{field} is immutable"

@@ -69,6 +69,14 @@ use crate::engine::progress::{Phase, Progress};
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new(r"has(self.revert) || self.alter.matches('\\S')")
+        .message("alter must not be empty"),
+    validation = Rule::new(r"!has(self.revert) || !self.alter.matches('\\S')")
+        .message("revert and alter exclude each other: leave alter empty, a revert has no ALTER of its own"),
+    validation = Rule::new("has(self.revert) == has(oldSelf.revert)")
+        .message("revert is immutable: create a new SchemaMigration for another change")
+)]
 pub struct SchemaMigrationSpec {
     /// The server and database holding the table. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message(
@@ -83,16 +91,25 @@ pub struct SchemaMigrationSpec {
     pub table: String,
 
     /// The ALTER TABLE body, without `ALTER TABLE <table>`, e.g. `ADD COLUMN age INT NOT NULL
-    /// DEFAULT 0`. Renaming the table is refused: ghost swaps tables itself. Immutable.
+    /// DEFAULT 0`. Renaming the table is refused: ghost swaps tables itself. Empty only with
+    /// `revert`. Immutable.
+    #[serde(default)]
     #[x_kube(
         validation = Rule::new("self == oldSelf")
             .message("alter is immutable: create a new SchemaMigration for another change"),
-        validation = Rule::new(r"self.matches('\\S')").message("alter must not be empty"),
         validation = Rule::new(r"!self.matches('(?i)\\brename\\s+(to|as)\\b')")
             .message("alter must not rename the table (RENAME TO/AS): ghost swaps tables itself")
     )]
-    #[schemars(length(min = 1, max = 65536))]
+    #[schemars(length(max = 65536))]
     pub alter: String,
+
+    /// Undo an earlier migration of this table instead of altering it (gh-ost's --revert): the
+    /// old table it kept is brought up to date from its cut-over checkpoint and swapped back in;
+    /// the table it replaces is kept as `_<table>_rev_del`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf")
+        .message("revert is immutable: create a new SchemaMigration for another change"))]
+    pub revert: Option<RevertSpec>,
 
     /// false: validate and rehearse (create and alter the ghost table, then drop it), never copy
     /// or cut over; the same as gh-ost without --execute. Immutable.
@@ -125,6 +142,16 @@ pub struct SchemaMigrationSpec {
     /// The engine's pod: image, resources, scheduling, retries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineSpec>,
+}
+
+/// Which kept old table to swap back in.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevertSpec {
+    /// The old table the migration kept, e.g. `_users_20261122064721_del` (its name is in the
+    /// migration's engine log and Events, or `SHOW TABLES LIKE '\_users\_%\_del'`).
+    #[schemars(length(min = 1, max = 64))]
+    pub old_table: String,
 }
 
 fn default_true() -> bool {

@@ -18,7 +18,7 @@ use thiserror::Error;
 use crate::api::types::{
     HookEvent, OldTable, SchemaMigration, SchemaMigrationSpec, SecretKeyRef, TlsMode,
 };
-use crate::engine::alter::parse_alter;
+use crate::engine::alter::{AlterStatement, parse_alter};
 use crate::engine::config::MigrationConfig;
 use crate::engine::conn::{ConnectionConfig, Secret};
 use crate::engine::hooks::{HookPoint, HooksConfig, WebhookTarget};
@@ -120,8 +120,13 @@ pub fn migration_config(
         .filter(|p| *p != 0)
         .ok_or(ConfigError::Port(connection.port))?;
 
-    let alter = parse_alter(&spec.alter)
-        .map_err(|e| ConfigError::Alter(e.to_string().replace("--alter", "spec.alter")))?;
+    // A revert has no ALTER of its own (the CRD refuses one).
+    let alter = if spec.revert.is_some() {
+        AlterStatement::default()
+    } else {
+        parse_alter(&spec.alter)
+            .map_err(|e| ConfigError::Alter(e.to_string().replace("--alter", "spec.alter")))?
+    };
     let explicit_table = alter.explicit_table.as_deref();
     let explicit_schema = alter.explicit_schema.as_deref();
     if explicit_table.is_some_and(|t| t != spec.table)
@@ -180,6 +185,7 @@ pub fn migration_config(
     // migration (which would otherwise find `_<table>_del` taken).
     cfg.timestamp_old_table = cut_over.old_table == OldTable::Keep;
     cfg.checksum = spec.verify.as_ref().is_none_or(|v| v.checksum);
+    cfg.revert_from = spec.revert.as_ref().map(|r| r.old_table.clone());
     cfg.copy_threads = spec
         .copy
         .as_ref()
@@ -629,6 +635,23 @@ spec:
             migration_config(&smig(FULL), creds(), 1).is_ok(),
             "disabled is fine"
         );
+    }
+
+    #[test]
+    fn a_revert_names_the_old_table_and_has_no_alter() {
+        let mut s = smig(MINIMAL);
+        s.spec.alter = String::new();
+        s.spec.revert = Some(crate::api::types::RevertSpec {
+            old_table: "_users_20261122064721_del".into(),
+        });
+        let cfg = migration_config(&s, creds(), 1).unwrap();
+        assert_eq!(
+            cfg.revert_from.as_deref(),
+            Some("_users_20261122064721_del")
+        );
+        assert_eq!(cfg.alter, "");
+        let plain = migration_config(&smig(MINIMAL), creds(), 1).unwrap();
+        assert_eq!(plain.revert_from, None);
     }
 
     #[test]
