@@ -28,18 +28,9 @@ CACHE_DIR="${GHOST_CACHE_DIR:-${HOME:-/root}/.cache/ghost}"
 JOBS="${GHOST_HELM_BUILD_JOBS:-1}"
 NICE="${GHOST_HELM_BUILD_NICE:-19}"
 
-log() { printf 'helm-build: %s\n' "$*" >&2; }
-die() {
-  printf 'helm-build: ERROR: %s\n' "$*" >&2
-  exit 1
-}
-
-# mod_version <module path> -> version required in go.mod (block or single line)
-mod_version() {
-  awk -v m="$1" '
-    $1 == "require" && $2 == m && $3 ~ /^v/ { print $3; exit }
-    $1 == m && $2 ~ /^v/ { print $2; exit }' "$HERE/go.mod"
-}
+LOG_PREFIX=helm-build
+# shellcheck source=../lib/go-build.sh
+source "$HERE/../lib/go-build.sh"
 
 HELM_VERSION="$(mod_version helm.sh/helm/v3)"
 CLIENT_GO_VERSION="$(mod_version k8s.io/client-go)"
@@ -63,12 +54,6 @@ case "${1:-}" in
   "") ;;
   *) die "usage: $0 [--print-dir | --print-bin | --print-version]" ;;
 esac
-
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-elapsed() { # elapsed <start_ms> -> "81.3s"
-  local ms=$(($(now_ms) - $1))
-  printf '%d.%ds' $((ms / 1000)) $(((ms % 1000) / 100))
-}
 
 mkdir -p "$BIN_DIR"
 STAMP="$BIN_DIR/.go.sum.sha256"

@@ -26,16 +26,9 @@ CACHE_DIR="${GHOST_CACHE_DIR:-${HOME:-/root}/.cache/ghost}"
 JOBS="${GHOST_K8S_BUILD_JOBS:-1}"
 NICE="${GHOST_K8S_BUILD_NICE:-19}"
 
-log() { printf 'k8s-build: %s\n' "$*" >&2; }
-die() {
-  printf 'k8s-build: ERROR: %s\n' "$*" >&2
-  exit 1
-}
-
-# mod_version <module path> -> version pinned in go.mod
-mod_version() {
-  awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$HERE/go.mod"
-}
+LOG_PREFIX=k8s-build
+# shellcheck source=../lib/go-build.sh
+source "$HERE/../lib/go-build.sh"
 
 K8S_VERSION="$(mod_version k8s.io/kubernetes)"
 ETCD_VERSION="$(mod_version go.etcd.io/etcd/server/v3)"
@@ -55,12 +48,6 @@ case "${1:-}" in
   "") ;;
   *) die "usage: $0 [--print-dir | --print-version]" ;;
 esac
-
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-elapsed() { # elapsed <start_ms> -> "81.3s"
-  local ms=$(($(now_ms) - $1))
-  printf '%d.%ds' $((ms / 1000)) $(((ms % 1000) / 100))
-}
 
 mkdir -p "$BIN_DIR"
 STAMP="$BIN_DIR/.go.sum.sha256"

@@ -3,6 +3,7 @@
 
 use mysql_async::{Conn, Value, prelude::Queryable};
 
+use super::conn::in_transaction;
 use super::copier::fail_on_warnings;
 use super::error::{EngineError, Result, SqlContext};
 use super::schema::{ColumnKind, ColumnSchema, TableSchema};
@@ -279,11 +280,8 @@ impl ApplyPlan {
         for change in changes {
             statements.extend(self.statements(change)?);
         }
-        conn.query_drop("START TRANSACTION")
-            .await
-            .sql_context(|| "starting an apply transaction".into())?;
         let total = statements.len();
-        let outcome = async {
+        in_transaction(conn, "an apply transaction", async |conn: &mut Conn| {
             for (i, statement) in statements.into_iter().enumerate() {
                 conn.exec_drop(&statement.sql, statement.params)
                     .await
@@ -292,19 +290,9 @@ impl ApplyPlan {
                     fail_on_warnings(conn, key, &format!("statement {} of {total}", i + 1)).await?;
                 }
             }
-            Ok::<(), EngineError>(())
-        }
-        .await;
-        match outcome {
-            Ok(()) => conn
-                .query_drop("COMMIT")
-                .await
-                .sql_context(|| "committing an apply transaction".into()),
-            Err(e) => {
-                let _ = conn.query_drop("ROLLBACK").await;
-                Err(e)
-            }
-        }
+            Ok(())
+        })
+        .await
     }
 }
 

@@ -12,10 +12,11 @@
 
 use mysql_async::{Conn, Row, Value, prelude::Queryable};
 
+use super::conn::in_transaction;
 use super::copier::{CopyKey, KeyTuple, tuple_comparison};
 use super::error::{EngineError, Result, SqlContext};
 use super::schema::{ColumnSchema, TableSchema};
-use crate::sql::{qualified, quote_ident};
+use crate::sql::{qualified, quote_ident, quoted_list};
 
 /// A key range of the checksum walk. `None` bounds are open: the first chunk has no lower bound
 /// and the last no upper bound, so rows the ghost table has beyond the original's ends are seen.
@@ -152,37 +153,21 @@ impl ChecksumPlan {
         let insert = format!(
             "INSERT IGNORE INTO {} ({}) SELECT {} FROM {} WHERE {source_condition} {}",
             self.ghost.table,
-            column_list(&self.ghost.copied),
-            column_list(&self.source.copied),
+            quoted_list(&self.ghost.copied),
+            quoted_list(&self.source.copied),
             self.source.table,
             self.share_lock
         );
-        conn.query_drop("START TRANSACTION")
-            .await
-            .sql_context(|| "starting a re-copy transaction".into())?;
-        let outcome = async {
+        in_transaction(conn, "a re-copy transaction", async |conn: &mut Conn| {
             conn.exec_drop(&delete, ghost_params)
                 .await
                 .sql_context(|| format!("deleting a mismatched chunk of {}", self.ghost.table))?;
             conn.exec_drop(&insert, source_params)
                 .await
                 .sql_context(|| format!("copying a mismatched chunk of {}", self.source.table))?;
-            Ok::<u64, EngineError>(conn.affected_rows())
-        }
-        .await;
-        match outcome {
-            Ok(rows) => {
-                conn.query_drop("COMMIT")
-                    .await
-                    .sql_context(|| "committing a re-copy".into())?;
-                Ok(rows)
-            }
-            Err(e) => {
-                // Best effort: the transaction is abandoned either way.
-                let _ = conn.query_drop("ROLLBACK").await;
-                Err(e)
-            }
-        }
+            Ok(conn.affected_rows())
+        })
+        .await
     }
 
     /// `WHERE` text and parameters for `range` on one side's key columns. ENUM key columns are
@@ -252,14 +237,6 @@ fn describe(c: &ColumnSchema) -> String {
         Some(charset) => format!("{} {charset}", c.column_type),
         None => c.column_type.clone(),
     }
-}
-
-fn column_list(columns: &[String]) -> String {
-    columns
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Same definition: `int(11)` and `int` are one type (display widths differ between servers).

@@ -2,9 +2,10 @@
 
 use std::fmt;
 
+use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
-use super::error::{EngineError, Result};
+use super::error::{EngineError, Result, SqlContext};
 
 /// A secret string: printable only through `expose()`.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -84,6 +85,31 @@ impl ConnectionConfig {
                 endpoint: self.endpoint(),
                 source,
             })
+    }
+}
+
+/// Runs `body` in one transaction on `conn` (`what` names it in errors, e.g. "a copy
+/// transaction"): committed when it succeeds, rolled back (best effort: the transaction is
+/// abandoned either way) when it fails.
+pub async fn in_transaction<T>(
+    conn: &mut Conn,
+    what: &str,
+    body: impl AsyncFnOnce(&mut Conn) -> Result<T>,
+) -> Result<T> {
+    conn.query_drop("START TRANSACTION")
+        .await
+        .sql_context(|| format!("starting {what}"))?;
+    match body(conn).await {
+        Ok(value) => {
+            conn.query_drop("COMMIT")
+                .await
+                .sql_context(|| format!("committing {what}"))?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = conn.query_drop("ROLLBACK").await;
+            Err(e)
+        }
     }
 }
 

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use mysql_async::{Conn, Row, Value, prelude::Queryable};
 
+use super::conn::in_transaction;
 use super::error::{EngineError, Result, SqlContext};
-use crate::sql::{qualified, quote_ident};
+use crate::sql::{qualified, quote_ident, quoted_list};
 
 /// A key value: one value per key column.
 pub type KeyTuple = Vec<Value>;
@@ -219,24 +220,13 @@ impl Copier {
         let insert = format!(
             "INSERT IGNORE INTO {} ({}) SELECT {} FROM {} FORCE INDEX ({}) WHERE {lower_cond} AND {upper_cond} {}",
             self.ghost,
-            self.ghost_columns
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", "),
-            self.source_columns
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", "),
+            quoted_list(&self.ghost_columns),
+            quoted_list(&self.source_columns),
             self.source,
             quote_ident(&self.key_name),
             self.share_lock
         );
-        conn.query_drop("START TRANSACTION")
-            .await
-            .sql_context(|| "starting a copy transaction".into())?;
-        let outcome = async {
+        let rows = in_transaction(conn, "a copy transaction", async |conn: &mut Conn| {
             conn.exec_drop(&insert, params)
                 .await
                 .sql_context(|| format!("copying a chunk of {}", self.source))?;
@@ -244,26 +234,14 @@ impl Copier {
             if let Some(ghost_key) = check_warnings {
                 fail_on_warnings(conn, ghost_key, "row copy").await?;
             }
-            Ok::<u64, EngineError>(rows)
-        }
-        .await;
-        match outcome {
-            Ok(rows) => {
-                conn.query_drop("COMMIT")
-                    .await
-                    .sql_context(|| "committing a copy transaction".into())?;
-                Ok(ChunkResult {
-                    upper: upper.clone(),
-                    rows,
-                    elapsed: started.elapsed(),
-                })
-            }
-            Err(e) => {
-                // Best effort: the transaction is abandoned either way.
-                let _ = conn.query_drop("ROLLBACK").await;
-                Err(e)
-            }
-        }
+            Ok(rows)
+        })
+        .await?;
+        Ok(ChunkResult {
+            upper: upper.clone(),
+            rows,
+            elapsed: started.elapsed(),
+        })
     }
 }
 

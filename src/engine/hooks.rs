@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use super::conn::Secret;
 use super::error::EngineError;
-use super::progress::{Phase, Progress};
+use super::progress::{self, Phase, Progress};
 
 /// gh-ost has no limit; a hook that hangs would hang the migration, so we kill it after this.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
@@ -920,15 +920,7 @@ fn millis_to_secs(millis: Option<u64>) -> f64 {
 
 /// gh-ost's `PrettifyDurationOutput`: Go's duration format truncated to whole seconds.
 fn go_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
-    }
+    progress::go_duration(d.as_secs())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

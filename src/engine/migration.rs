@@ -34,7 +34,7 @@ use super::progress::{Phase, Progress, ThrottleState};
 use super::schema::{ColumnKind, TableSchema};
 use super::streamer::{BinlogStreamer, RowChange, StartPosition, StreamItem, StreamerConfig};
 use super::throttle::{ThrottleSettings, ThrottleVerdict, spawn_throttler};
-use crate::sql::{qualified, quote_ident};
+use crate::sql::qualified;
 
 /// How a migration ended when it did not fail.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1964,15 +1964,6 @@ pub fn migration_lock_name(database: &str, table: &str) -> String {
     let hash = crc32fast::hash(name.as_bytes());
     let prefix: String = name.chars().take(50).collect();
     format!("{prefix}:{hash:08x}")
-}
-
-/// Quoted column list, for messages and tests.
-pub fn column_list(columns: &[String]) -> String {
-    columns
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

@@ -26,6 +26,19 @@ impl Phase {
     }
 }
 
+/// Whole seconds the way Go prints a `time.Duration` (gh-ost's `PrettifyDurationOutput`), as
+/// its status line and hooks show them: `0s`, `45s`, `2m5s`, `1h0m0s`.
+pub fn go_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ThrottleState {
     pub active: bool,

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::{ControlPlane, MigrationIdentity};
 use crate::engine::controls::{Controls, parse_load_thresholds};
-use crate::engine::progress::{Phase, Progress};
+use crate::engine::progress::{Phase, Progress, go_duration};
 use crate::sql::qualified;
 
 /// The reply to `help`.
@@ -712,19 +712,6 @@ fn eta(progress: &Progress) -> String {
             None => "N/A".to_string(),
         },
         _ => "due".to_string(),
-    }
-}
-
-/// Whole seconds the way Go prints a `time.Duration` (gh-ost's `PrettifyDurationOutput`):
-/// `0s`, `45s`, `2m5s`, `1h0m0s`.
-pub fn go_duration(secs: u64) -> String {
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    if h > 0 {
-        format!("{h}h{m}m{s}s")
-    } else if m > 0 {
-        format!("{m}m{s}s")
-    } else {
-        format!("{s}s")
     }
 }
 

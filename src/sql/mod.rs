@@ -17,6 +17,15 @@ pub fn quote_ident(name: &str) -> String {
     quoted
 }
 
+/// `` `a`, `b`, `c` ``: quoted names separated by commas.
+pub fn quoted_list(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| quote_ident(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `` `schema`.`table` ``
 pub fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(table))

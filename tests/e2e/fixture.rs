@@ -73,15 +73,7 @@ impl Table {
 
     /// Every table in the schema, sorted.
     pub async fn tables(&mut self) -> Vec<String> {
-        let database = self.schema.name.clone();
-        self.conn
-            .exec(
-                "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? \
-                 ORDER BY TABLE_NAME",
-                (database,),
-            )
-            .await
-            .expect("list tables")
+        common::table_names(&mut self.conn, &self.schema.name).await
     }
 
     /// The columns of `users`, in order.
