@@ -229,3 +229,139 @@ async fn unknown_flag_suggests_the_right_one() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn alter_that_names_another_table() {
+    let s = setup(
+        "othertbl",
+        "CREATE TABLE t (id INT PRIMARY KEY); CREATE TABLE other (id INT PRIMARY KEY)",
+    )
+    .await;
+    let run = ghost_migrate(&base_args(
+        &s.name,
+        "t",
+        "ALTER TABLE other ADD COLUMN c INT",
+    ));
+    assert_refused(
+        &s,
+        &run,
+        &["--alter names table `other`", "--table is `t`"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn port_zero() {
+    let s = setup("port0", "CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let mut args = base_args(&s.name, "t", "ADD COLUMN c INT");
+    args.push("--port=0".into());
+    let run = ghost_migrate(&args);
+    assert_refused(&s, &run, &["--port=0 is not a port"], &[]).await;
+}
+
+#[tokio::test]
+async fn unknown_database() {
+    let s = setup("nodb", "CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let mut args = base_args(&s.name, "t", "ADD COLUMN c INT");
+    args.push("--database=no_such_database_here".into());
+    let run = ghost_migrate(&args);
+    assert_refused(
+        &s,
+        &run,
+        &[
+            "database `no_such_database_here` does not exist",
+            "--database",
+        ],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn http_api_on_a_public_address_without_a_token() {
+    let s = setup("httpopen", "CREATE TABLE t (id INT PRIMARY KEY)").await;
+    let mut args = base_args(&s.name, "t", "ADD COLUMN c INT");
+    args.push("--http-addr=0.0.0.0:0".into());
+    let run = ghost_migrate(&args);
+    assert_refused(
+        &s,
+        &run,
+        &["--http-addr=0.0.0.0:0", "--http-token-file"],
+        &[],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn resume_with_another_alter() {
+    let s = setup(
+        "resumediff",
+        "CREATE TABLE t (id INT PRIMARY KEY, v INT); INSERT INTO t VALUES (1, 1), (2, 2), (3, 3)",
+    )
+    .await;
+    // A run that leaves a checkpoint: postponed, then killed.
+    let flag = std::env::temp_dir().join(format!("ghost-postpone-{}", s.name));
+    std::fs::write(&flag, b"").expect("flag");
+    let mut first = base_args(&s.name, "t", "ADD COLUMN a INT");
+    first.extend([
+        "--checkpoint".to_string(),
+        format!("--postpone-cut-over-flag-file={}", flag.display()),
+    ]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ghost"))
+        .arg("migrate")
+        .args(&first)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ghost");
+    let mut conn = s.admin_config().connect().await.expect("admin");
+    // Wait for the first checkpoint, then kill -9.
+    for _ in 0..200 {
+        let n: Option<u64> = conn
+            .query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_t_ghk'")
+            .await
+            .expect("look");
+        if n == Some(1) {
+            let rows: Option<u64> = conn
+                .query_first("SELECT COUNT(*) FROM _t_ghk")
+                .await
+                .unwrap_or(None);
+            if rows.unwrap_or(0) > 0 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&flag);
+    let mut resume = base_args(&s.name, "t", "ADD COLUMN b INT");
+    resume.extend(["--checkpoint".to_string(), "--resume".to_string()]);
+    let run = ghost_migrate(&resume);
+    assert_refused(
+        &s,
+        &run,
+        &[
+            "--resume",
+            "belongs to a run that did something else",
+            "--alter was",
+        ],
+        &["_t_gho", "_t_ghc", "_t_ghk"],
+    )
+    .await;
+    // The first run's own command resumes it.
+    let mut same = base_args(&s.name, "t", "ADD COLUMN a INT");
+    same.extend([
+        "--checkpoint".to_string(),
+        "--resume".to_string(),
+        "--ok-to-drop-table".to_string(),
+    ]);
+    let ok = ghost_migrate(&same);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let cols: Vec<String> = conn
+        .query("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 't' ORDER BY ORDINAL_POSITION")
+        .await
+        .expect("columns");
+    assert_eq!(cols, ["id", "v", "a"]);
+}

@@ -50,7 +50,7 @@ fn damaging_hook(dir: &Path) -> PathBuf {
     let mut f = std::fs::File::create(&path).expect("hook");
     writeln!(
         f,
-        "#!/bin/sh\nexec mariadb --protocol=tcp -h '{}' -P {} -u '{}' \"$GH_OST_DATABASE_NAME\" -e \"$DAMAGE_SQL\"",
+        "#!/bin/sh\nMYSQL_PWD=\"$DAMAGE_PASSWORD\" exec mariadb --protocol=tcp -h '{}' -P {} -u '{}' \"$GH_OST_DATABASE_NAME\" -e \"$DAMAGE_SQL\"",
         admin.host, admin.port, admin.user
     )
     .expect("write hook");
@@ -77,7 +77,9 @@ fn migrate(schema: &str, dir: &Path, damage_sql: &str, extra: &[&str]) -> (i32, 
     let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
         .args(&args)
         .env("DAMAGE_SQL", damage_sql)
-        .env("MYSQL_PWD", common::primary_admin().password.expose())
+        // Hooks never see the database password ghost was given (MYSQL_PWD, GHOST_PASSWORD):
+        // the test's own admin password reaches the hook under a name of its own.
+        .env("DAMAGE_PASSWORD", common::primary_admin().password.expose())
         .output()
         .expect("run ghost migrate");
     let text =

@@ -435,3 +435,171 @@ async fn panic_flag_file_cancels_and_drops_the_migration_tables() {
         "nothing left behind"
     );
 }
+
+/// `--ask-pass` reads the password from stdin when it is not a terminal; nothing else gives
+/// one here, so the migration only connects if it was read.
+#[tokio::test]
+async fn ask_pass_reads_the_password_from_stdin() {
+    use std::io::Write;
+    let schema = common::TestSchema::create("askpass").await;
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .expect("create");
+    let password = common::primary().password.expose().to_string();
+    let args: Vec<String> = common::migrate_args(&schema.name, "t", "ADD COLUMN c INT")
+        .into_iter()
+        .filter(|a| !a.starts_with("--password="))
+        .chain(["--ask-pass".to_string()])
+        .collect();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ghost"))
+        .arg("migrate")
+        .args(&args)
+        .env_remove("GHOST_PASSWORD")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("ghost");
+    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write the password");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without it, the same command cannot log in.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ghost"))
+        .arg("migrate")
+        .args(args.iter().filter(|a| *a != "--ask-pass"))
+        .env_remove("GHOST_PASSWORD")
+        .output()
+        .expect("ghost");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Access denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Hooks run without the password ghost was given through its environment.
+#[tokio::test]
+async fn hooks_never_see_the_password() {
+    let schema = common::TestSchema::create("hookpw").await;
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .expect("create");
+    let dir = std::env::temp_dir().join(format!("ghost-hookpw-{}", schema.name));
+    std::fs::create_dir_all(dir.join("hooks")).expect("hooks dir");
+    let dump = dir.join("env");
+    let hook = dir.join("hooks/gh-ost-on-startup-dump");
+    std::fs::write(&hook, format!("#!/bin/sh\nenv > '{}'\n", dump.display())).expect("hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let password = common::primary().password.expose().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ghost"))
+        .arg("migrate")
+        .args(
+            common::migrate_args(&schema.name, "t", "ADD COLUMN c INT")
+                .into_iter()
+                .filter(|a| !a.starts_with("--password=")),
+        )
+        .arg(format!("--hooks-path={}", dir.join("hooks").display()))
+        // Only what this test gives ghost (the test's own environment holds passwords too).
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GHOST_PASSWORD", &password)
+        .env("MYSQL_PWD", &password)
+        .env("GHOST_DB_PASSWORD", &password)
+        .output()
+        .expect("ghost");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let env = std::fs::read_to_string(&dump).expect("the hook ran");
+    assert!(env.contains("GH_OST_TABLE_NAME=t"), "{env}");
+    for name in ["GHOST_PASSWORD=", "MYSQL_PWD=", "GHOST_DB_PASSWORD="] {
+        assert!(!env.contains(name), "the hook saw {name}");
+    }
+    assert!(!env.contains(&password), "the password reached the hook");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A socket file left by a killed run is replaced; one a live process serves is refused.
+#[tokio::test]
+async fn stale_socket_is_replaced_and_a_live_one_refused() {
+    let schema = common::TestSchema::create("sock").await;
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .expect("create");
+    let path = std::env::temp_dir().join(format!("ghost-sock-{}.sock", schema.name));
+    let _ = std::fs::remove_file(&path);
+    // A socket nobody accepts on: bound, then the listener dropped with its file left.
+    drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
+    assert!(path.exists());
+    let run = |extra: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ghost"))
+            .arg("migrate")
+            .args(common::migrate_args(&schema.name, "t", extra))
+            .arg(format!("--serve-socket-file={}", path.display()))
+            .output()
+            .expect("ghost")
+    };
+    let out = run("ADD COLUMN c INT");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A live one: somebody accepts on it.
+    let live = std::os::unix::net::UnixListener::bind(&path).expect("bind live");
+    let out = run("ADD COLUMN d INT");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("another process serves it"), "{stderr}");
+    drop(live);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// `--resume` with nothing to resume starts over after saying so, and a sentry an older
+/// version left behind is cleared by itself.
+#[tokio::test]
+async fn resume_without_a_checkpoint_starts_over() {
+    let schema = common::TestSchema::create("resume0").await;
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    conn.query_drop(
+        "CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2); \
+         CREATE TABLE _t_gho (id INT PRIMARY KEY); \
+         CREATE TABLE _t_del (id INT PRIMARY KEY) COMMENT='ghost-cut-over-sentry'",
+    )
+    .await
+    .expect("setup");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ghost"))
+        .arg("migrate")
+        .args(common::migrate_args(&schema.name, "t", "ADD COLUMN c INT"))
+        .args([
+            "--checkpoint",
+            "--resume",
+            "--ok-to-drop-table",
+            "--verbose",
+        ])
+        .output()
+        .expect("ghost");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("nothing to resume") || stderr.contains("starting over"),
+        "{stderr}"
+    );
+    let tables = common::table_names(&mut conn, &schema.name).await;
+    assert_eq!(tables, ["t"]);
+    let rows: Vec<(i32, Option<i32>)> = conn
+        .query("SELECT id, c FROM t ORDER BY id")
+        .await
+        .expect("rows");
+    assert_eq!(rows, [(1, None), (2, None)]);
+}

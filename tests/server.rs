@@ -442,3 +442,77 @@ async fn socket_file_is_removed_when_the_server_stops() {
     server.abort();
     wait_for(|| !path.exists()).await;
 }
+
+/// With a token, every endpoint but /healthz wants it; throttleQuery is refused over HTTP
+/// unless SQL controls are allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_token_and_sql_controls() {
+    use ghost::server::http::HttpAccess;
+    let (controls_tx, _controls_rx) = watch::channel(Controls::default());
+    let (_progress_tx, progress_rx) = watch::channel(Progress::default());
+    let plane = ControlPlane::new(
+        controls_tx,
+        progress_rx,
+        MigrationIdentity::new("shop", "users"),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let token = "a-token-of-enough-length";
+    let server = tokio::spawn(http::serve_http_listener_with(
+        listener,
+        plane.clone(),
+        HttpAccess {
+            token: Some(token.into()),
+            allow_sql: false,
+        },
+    ));
+    let client = reqwest::Client::new();
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let mut ready = false;
+    for _ in 0..50 {
+        if client.get(url("/healthz")).send().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready);
+    assert_eq!(
+        client.get(url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    for (bearer, want) in [(None, 401), (Some("wrong"), 401), (Some(token), 200)] {
+        let mut req = client.post(url("/api/throttle"));
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        assert_eq!(
+            req.send().await.unwrap().status(),
+            want,
+            "bearer {bearer:?}"
+        );
+    }
+    assert!(
+        plane.controls.borrow().throttle,
+        "the authorised call throttled"
+    );
+    let denied = client
+        .put(url("/api/controls"))
+        .bearer_auth(token)
+        .body(r#"{"throttleQuery": "DELETE FROM users"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    assert!(plane.controls.borrow().throttle_query.is_none());
+    let allowed = client
+        .put(url("/api/controls"))
+        .bearer_auth(token)
+        .body(r#"{"chunkSize": 777}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(plane.controls.borrow().chunk_size, 777);
+    server.abort();
+}

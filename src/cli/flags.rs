@@ -24,7 +24,8 @@ const DEFAULT_EXPONENTIAL_BACKOFF_MAX_INTERVAL: i64 = 64;
 const DEFAULT_MAX_LAG_MILLIS: i64 = 1500;
 const DEFAULT_HEARTBEAT_INTERVAL_MILLIS: i64 = 100;
 const DEFAULT_CUT_OVER_LOCK_TIMEOUT_SECONDS: i64 = 3;
-const DEFAULT_CHECKPOINT_SECONDS: i64 = 300;
+/// gh-ost's default is 300 s; a killed run then redoes up to five minutes. ghost's is 10 s.
+const DEFAULT_CHECKPOINT_SECONDS: i64 = 10;
 
 /// What a flag's value looks like. It decides whether `--name value` consumes the next argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -206,7 +207,7 @@ pub static FLAGS: &[FlagDef] = &[
     gh("initially-drop-socket-file", BOOL, "false", "remove an existing socket file at start"),
     // Checkpoint, resume, revert
     gh("checkpoint", BOOL, "false", "write checkpoints to _<table>_ghk so that --resume can continue"),
-    gh("checkpoint-seconds", INT, "300", "seconds between checkpoints (at least 10)"),
+    gh("checkpoint-seconds", INT, "10", "seconds between checkpoints (at least 10; gh-ost's default is 300)"),
     gh("resume", BOOL, "false", "resume from the last checkpoint"),
     gh("revert", BOOL, "false", "revert a completed migration; requires --old-table"),
     gh("old-table", STR, "", "old table (_<table>_del) to revert from"),
@@ -229,7 +230,9 @@ pub static FLAGS: &[FlagDef] = &[
     // ghost extensions
     ghost("log-format", STR, "text", "log format: text or json"),
     ghost("status-interval", INT, "0", "seconds between status lines; 0 keeps gh-ost's schedule"),
-    ghost("http-addr", STR, "", "listen address of the HTTP status endpoint; empty disables it"),
+    ghost("http-addr", STR, "", "listen address of the HTTP API (loopback unless --http-token-file is given); empty disables it"),
+    ghost("http-token-file", STR, "", "file with the token HTTP clients must send as Authorization: Bearer; required for a non-loopback --http-addr"),
+    ghost("http-allow-sql", BOOL, "false", "let PUT /api/controls set throttleQuery, which runs SQL on the primary with ghost's grants"),
     ghost("webhook", LIST, "", "URL notified of migration events; repeatable"),
     ghost("webhook-secret", STR, "", "secret that signs webhook payloads"),
     ghost("checksum", BOOL, "true", "compare both tables chunk by chunk before the cut-over; chunks that differ are copied again"),
@@ -373,6 +376,8 @@ pub struct MigrateFlags {
     /// Seconds between status lines; 0 keeps gh-ost's schedule.
     pub status_interval: i64,
     pub http_addr: String,
+    pub http_token_file: String,
+    pub http_allow_sql: bool,
     pub webhook: Vec<String>,
     pub webhook_secret: Secret,
     pub checksum: bool,
@@ -497,6 +502,8 @@ impl Default for MigrateFlags {
             log_format: "text".to_string(),
             status_interval: 0,
             http_addr: String::new(),
+            http_token_file: String::new(),
+            http_allow_sql: false,
             webhook: Vec::new(),
             webhook_secret: Secret::default(),
             checksum: true,
@@ -894,6 +901,8 @@ impl MigrateFlags {
             "log-format" => self.log_format = v.string(),
             "status-interval" => self.status_interval = v.int()?,
             "http-addr" => self.http_addr = v.string(),
+            "http-token-file" => self.http_token_file = v.string(),
+            "http-allow-sql" => self.http_allow_sql = v.boolean()?,
             "webhook" => self.webhook.push(v.string()),
             "webhook-secret" => self.webhook_secret = v.secret(),
             "checksum" => self.checksum = v.boolean()?,
@@ -906,6 +915,11 @@ impl MigrateFlags {
 
     /// gh-ost's start-up checks (inventory §1.0), in gh-ost's order, plus ghost's own flags.
     fn validate(&mut self) -> Result<(), FlagError> {
+        if self.port == 0 {
+            return Err(FlagError::Invalid(
+                "--port=0 is not a port: give the MySQL port of --host (default 3306)".to_string(),
+            ));
+        }
         if self.allow_on_master && self.test_on_replica {
             return Err(conflict("allow-on-master", "test-on-replica"));
         }
@@ -1424,7 +1438,7 @@ mod tests {
         assert_eq!(f.throttle_additional_flag_file, "/tmp/gh-ost.throttle");
         assert_eq!(f.hooks_status_interval, 60);
         assert_eq!(f.exponential_backoff_max_interval, 64);
-        assert_eq!(f.checkpoint_seconds, 300);
+        assert_eq!(f.checkpoint_seconds, 10);
         assert_eq!(f.charset, "utf8mb4,utf8,latin1");
         assert_eq!(f.storage_engine, "innodb");
         assert_eq!(f.throttle_http_interval_millis, 100);
@@ -1454,7 +1468,7 @@ mod tests {
     #[test]
     fn table_has_every_gh_ost_flag_once() {
         assert_eq!(FLAGS.iter().filter(|def| !def.ghost_only).count(), 108);
-        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 8);
+        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 10);
         let mut names: Vec<&str> = FLAGS.iter().map(|def| def.name).collect();
         names.sort_unstable();
         names.dedup();

@@ -14,7 +14,7 @@ use crate::engine::conn::ConnectionConfig;
 use crate::engine::controls::{Controls, parse_load_thresholds};
 use crate::engine::hooks::{HooksConfig, WebhookTarget};
 use crate::engine::migration::{Migration, Outcome};
-use crate::engine::progress::{Phase, Progress};
+use crate::engine::progress::Progress;
 use crate::server::{self, ControlPlane, MigrationIdentity};
 
 /// Exit code for a refused command line (gh-ost exits non-zero; 2 is the usage convention).
@@ -22,7 +22,7 @@ const USAGE_ERROR: u8 = 2;
 
 pub fn run(args: &[String]) -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
-    let flags = match parse_migrate_flags(args, &env) {
+    let mut flags = match parse_migrate_flags(args, &env) {
         Ok(flags) => flags,
         Err(e) => {
             eprintln!("ghost migrate: {e}");
@@ -44,6 +44,22 @@ pub fn run(args: &[String]) -> ExitCode {
     for warning in &flags.warnings {
         warn!("{warning}");
     }
+    if flags.ask_pass {
+        match ask_password() {
+            Ok(password) => flags.password = password,
+            Err(e) => {
+                eprintln!("ghost migrate: --ask-pass: cannot read the password: {e}");
+                return ExitCode::from(USAGE_ERROR);
+            }
+        }
+    }
+    let http = match http_settings(&flags) {
+        Ok(http) => http,
+        Err(message) => {
+            eprintln!("ghost migrate: {message}");
+            return ExitCode::from(USAGE_ERROR);
+        }
+    };
     let (cfg, controls) = match build(&flags) {
         Ok(built) => built,
         Err(message) => {
@@ -61,10 +77,74 @@ pub fn run(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(migrate(cfg, controls, &flags))
+    runtime.block_on(migrate(cfg, controls, &flags, http))
 }
 
-async fn migrate(cfg: MigrationConfig, controls: Controls, flags: &MigrateFlags) -> ExitCode {
+/// `--ask-pass`: from the terminal without echo, or the first line of stdin when it is not a
+/// terminal (a pipe or a file).
+fn ask_password() -> std::io::Result<crate::engine::conn::Secret> {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password("Password: ")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    Ok(crate::engine::conn::Secret::new(password))
+}
+
+/// Where the HTTP API listens and who may use it. A non-loopback address needs a token.
+fn http_settings(
+    flags: &MigrateFlags,
+) -> Result<Option<(std::net::SocketAddr, server::http::HttpAccess)>, String> {
+    if flags.http_addr.is_empty() {
+        if !flags.http_token_file.is_empty() || flags.http_allow_sql {
+            return Err("--http-token-file and --http-allow-sql need --http-addr".into());
+        }
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = flags.http_addr.parse().map_err(|_| {
+        format!(
+            "--http-addr {:?} is not ip:port (e.g. 127.0.0.1:8080)",
+            flags.http_addr
+        )
+    })?;
+    let token = if flags.http_token_file.is_empty() {
+        None
+    } else {
+        let text = std::fs::read_to_string(&flags.http_token_file)
+            .map_err(|e| format!("--http-token-file {}: {e}", flags.http_token_file))?;
+        let token = text.trim().to_string();
+        if token.len() < 16 {
+            return Err(format!(
+                "--http-token-file {}: the token must have at least 16 characters",
+                flags.http_token_file
+            ));
+        }
+        Some(std::sync::Arc::<str>::from(token))
+    };
+    if !addr.ip().is_loopback() && token.is_none() {
+        return Err(format!(
+            "--http-addr={addr} is reachable from other hosts, and the API can throttle, abort and reconfigure the migration: \
+             pass --http-token-file=FILE (clients then send Authorization: Bearer <token>), or listen on 127.0.0.1"
+        ));
+    }
+    Ok(Some((
+        addr,
+        server::http::HttpAccess {
+            token,
+            allow_sql: flags.http_allow_sql,
+        },
+    )))
+}
+
+async fn migrate(
+    cfg: MigrationConfig,
+    controls: Controls,
+    flags: &MigrateFlags,
+    http: Option<(std::net::SocketAddr, server::http::HttpAccess)>,
+) -> ExitCode {
     if let Some(file) = &cfg.postpone_cut_over_flag_file {
         // gh-ost creates the flag file at start: the user removes it to let cut-over happen.
         if let Err(e) = std::fs::OpenOptions::new()
@@ -124,17 +204,12 @@ async fn migrate(cfg: MigrationConfig, controls: Controls, flags: &MigrateFlags)
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], flags.serve_tcp_port));
         servers.push(tokio::spawn(server::socket::serve_tcp(addr, plane.clone())));
     }
-    if !flags.http_addr.is_empty() {
-        match flags.http_addr.parse::<std::net::SocketAddr>() {
-            Ok(addr) => servers.push(tokio::spawn(server::http::serve_http(addr, plane.clone()))),
-            Err(_) => {
-                eprintln!(
-                    "ghost migrate: --http-addr {:?} is not host:port (e.g. 127.0.0.1:8080)",
-                    flags.http_addr
-                );
-                return ExitCode::from(USAGE_ERROR);
-            }
-        }
+    if let Some((addr, access)) = http {
+        servers.push(tokio::spawn(server::http::serve_http(
+            addr,
+            plane.clone(),
+            access,
+        )));
     }
 
     // Ctrl-C / SIGTERM abort like gh-ost's panic: the engine drops its tables and exits.
@@ -170,6 +245,10 @@ async fn migrate(cfg: MigrationConfig, controls: Controls, flags: &MigrateFlags)
         }
         Ok(Outcome::Instant) => {
             println!("# Done: {table} altered in place with ALGORITHM=INSTANT");
+            ExitCode::SUCCESS
+        }
+        Ok(Outcome::Recovered(report)) => {
+            println!("# Done: {table} already migrated: {}", report.summary());
             ExitCode::SUCCESS
         }
         Ok(Outcome::DryRun { ghost_create_table }) => {
@@ -232,24 +311,31 @@ async fn status_lines(mut progress: watch::Receiver<Progress>, interval: Duratio
             let _ = tokio::time::timeout(Duration::from_millis(200), progress.changed()).await;
         }
     }
+    // A line every `interval`, and one at once when the phase changes; never more.
+    let mut last_phase = progress.borrow().phase;
+    let mut sender_gone = false;
     loop {
-        let _ = tokio::time::timeout(interval, async {
-            loop {
-                if progress.changed().await.is_err() {
-                    return;
+        if !sender_gone {
+            let _ = tokio::time::timeout(interval, async {
+                loop {
+                    if progress.changed().await.is_err() {
+                        sender_gone = true;
+                        return;
+                    }
+                    if progress.borrow().phase != last_phase {
+                        return;
+                    }
                 }
-                if progress.borrow().phase == Phase::Postponed {
-                    return;
-                }
-            }
-        })
-        .await;
+            })
+            .await;
+        }
         let p = progress.borrow().clone();
+        last_phase = p.phase;
         println!(
             "{}",
             crate::server::commands::status_line(&p, started.elapsed())
         );
-        if p.phase.is_terminal() {
+        if p.phase.is_terminal() || sender_gone {
             return;
         }
     }
@@ -317,6 +403,23 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     } else {
         flags.table.clone()
     };
+    // `--table=t --alter="ALTER TABLE other ..."` is ambiguous: refuse rather than guess.
+    if let Some(named) = alter.explicit_table.as_deref() {
+        if !flags.table.is_empty() && named != flags.table {
+            return Err(format!(
+                "--alter names table `{named}` but --table is `{}`: give the same table in both, or only the changes in --alter",
+                flags.table
+            ));
+        }
+    }
+    if let Some(named) = alter.explicit_schema.as_deref() {
+        if !flags.database.is_empty() && named != flags.database {
+            return Err(format!(
+                "--alter names database `{named}` but --database is `{}`: give the same database in both, or only the changes in --alter",
+                flags.database
+            ));
+        }
+    }
     if database.is_empty() {
         return Err(
             "--database is required (or give a full `ALTER TABLE db.table ...` in --alter)".into(),
@@ -357,6 +460,7 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     } else {
         Topology::Normal
     };
+    cfg.test_on_replica_skip_replica_stop = flags.test_on_replica_skip_replica_stop;
     cfg.allow_on_master = flags.allow_on_master;
     cfg.assume_rbr = flags.assume_rbr;
     cfg.switch_to_rbr = flags.switch_to_rbr;

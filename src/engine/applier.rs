@@ -8,7 +8,9 @@ use super::copier::fail_on_warnings;
 use super::error::{EngineError, Result, SqlContext};
 use super::schema::{ColumnKind, ColumnSchema, TableSchema};
 use super::streamer::{ChangeKind, RowChange};
-use crate::sql::dml::{ColumnSlot, delete_by_key, insert_ignore_into, update_by_key};
+use crate::sql::dml::{
+    ColumnSlot, count_matching, delete_by_key, insert_ignore_into, replace_into, update_by_key,
+};
 use crate::sql::{is_bare_word, qualified, quote_literal};
 
 /// Session settings shared by the copy and apply sessions: an explicit 0 stays in an
@@ -111,15 +113,32 @@ pub struct Statement {
     pub params: Vec<Value>,
 }
 
+/// How a change's row image is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteMode {
+    /// gh-ost's: `INSERT IGNORE` for inserts, `UPDATE` by key for updates. A row the copy skipped
+    /// stays missing, and a collision on another unique key is a warning, never a deleted row.
+    InsertOrUpdate,
+    /// Every insert and update writes the whole after image with `REPLACE`, so a row the copy
+    /// skipped (a unique value still held by another row's stale copy) is written by its next
+    /// change. Safe only when every unique key of the target is enforced by the source too:
+    /// then a collision is always with a stale value that a later change moves away.
+    Replace,
+}
+
 /// How changes of one source table map onto a target table: which source columns are written,
 /// under which target names, and which identify a row.
 #[derive(Clone, Debug)]
 pub struct ApplyPlan {
     written: Vec<usize>,
     key: Vec<usize>,
+    mode: WriteMode,
     insert_sql: String,
+    replace_sql: String,
     delete_sql: String,
     update_sql: String,
+    key_count_sql: String,
+    row_count_sql: String,
 }
 
 impl ApplyPlan {
@@ -181,11 +200,46 @@ impl ApplyPlan {
         }
         Ok(Self {
             insert_sql: insert_ignore_into(&target_name, &slots),
+            replace_sql: replace_into(&target_name, &slots),
             delete_sql: delete_by_key(&target_name, &key_slots),
             update_sql: update_by_key(&target_name, &slots, &key_slots),
+            key_count_sql: count_matching(&target_name, &key_slots, &[]),
+            row_count_sql: count_matching(&target_name, &key_slots, &slots),
             written,
             key: key_indexes,
+            mode: WriteMode::InsertOrUpdate,
         })
+    }
+
+    /// The same plan writing with `mode`.
+    pub fn with_mode(mut self, mode: WriteMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    pub fn mode(&self) -> WriteMode {
+        self.mode
+    }
+
+    /// A row with `image`'s key exists in the target.
+    pub async fn has_key(&self, conn: &mut Conn, image: &[Value]) -> Result<bool> {
+        let params: Vec<Value> = self.key.iter().map(|&i| image[i].clone()).collect();
+        self.count(conn, &self.key_count_sql, params).await
+    }
+
+    /// The target holds exactly `image` (its key and every written column).
+    pub async fn has_row(&self, conn: &mut Conn, image: &[Value]) -> Result<bool> {
+        let mut params: Vec<Value> = self.key.iter().map(|&i| image[i].clone()).collect();
+        params.extend(self.written.iter().map(|&i| image[i].clone()));
+        self.count(conn, &self.row_count_sql, params).await
+    }
+
+    async fn count(&self, conn: &mut Conn, sql: &str, params: Vec<Value>) -> Result<bool> {
+        let n: Option<u64> = conn
+            .exec_first(sql, params)
+            .await
+            .sql_context(|| "looking for a row in the target table".into())?;
+        Ok(n.unwrap_or(0) > 0)
     }
 
     /// A plan onto a table with the same definition (identity column map).
@@ -216,11 +270,15 @@ impl ApplyPlan {
         }
         let pick =
             |row: &[Value], idx: &[usize]| idx.iter().map(|&i| row[i].clone()).collect::<Vec<_>>();
+        let write_sql = match self.mode {
+            WriteMode::InsertOrUpdate => &self.insert_sql,
+            WriteMode::Replace => &self.replace_sql,
+        };
         Ok(match change.kind {
             ChangeKind::Insert => {
                 let after = image(change, &change.after, "after")?;
                 vec![Statement {
-                    sql: self.insert_sql.clone(),
+                    sql: write_sql.clone(),
                     params: pick(after, &self.written),
                 }]
             }
@@ -235,7 +293,13 @@ impl ApplyPlan {
                 let before = image(change, &change.before, "before")?;
                 let after = image(change, &change.after, "after")?;
                 let old_key = pick(before, &self.key);
-                if old_key == pick(after, &self.key) {
+                let key_kept = old_key == pick(after, &self.key);
+                if key_kept && self.mode == WriteMode::Replace {
+                    vec![Statement {
+                        sql: self.replace_sql.clone(),
+                        params: pick(after, &self.written),
+                    }]
+                } else if key_kept {
                     let mut params = pick(after, &self.written);
                     params.extend(old_key);
                     vec![Statement {
@@ -249,7 +313,7 @@ impl ApplyPlan {
                             params: old_key,
                         },
                         Statement {
-                            sql: self.insert_sql.clone(),
+                            sql: write_sql.clone(),
                             params: pick(after, &self.written),
                         },
                     ]
@@ -270,18 +334,21 @@ impl ApplyPlan {
 
     /// Applies a batch of changes in one transaction. With `check_warnings` (the ghost table's
     /// migration key name), a warning other than a duplicate on that key fails the batch.
+    /// `under_lock`: the session holds LOCK TABLES with autocommit off, where START TRANSACTION
+    /// would release the lock; the batch then ends with COMMIT alone.
     pub async fn apply_batch(
         &self,
         conn: &mut Conn,
         changes: &[RowChange],
         check_warnings: Option<&str>,
+        under_lock: bool,
     ) -> Result<()> {
         let mut statements = Vec::with_capacity(changes.len());
         for change in changes {
             statements.extend(self.statements(change)?);
         }
         let total = statements.len();
-        in_transaction(conn, "an apply transaction", async |conn: &mut Conn| {
+        let run = async |conn: &mut Conn| {
             for (i, statement) in statements.into_iter().enumerate() {
                 conn.exec_drop(&statement.sql, statement.params)
                     .await
@@ -291,8 +358,20 @@ impl ApplyPlan {
                 }
             }
             Ok(())
-        })
-        .await
+        };
+        if !under_lock {
+            return in_transaction(conn, "an apply transaction", run).await;
+        }
+        match run(conn).await {
+            Ok(()) => conn
+                .query_drop("COMMIT")
+                .await
+                .sql_context(|| "committing an apply batch under the cut-over lock".into()),
+            Err(e) => {
+                let _ = conn.query_drop("ROLLBACK").await;
+                Err(e)
+            }
+        }
     }
 }
 

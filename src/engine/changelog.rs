@@ -78,6 +78,11 @@ impl Changelog {
             .await
     }
 
+    /// A row of its own under `hint` (e.g. the cut-over record), replaced on each write.
+    pub async fn write_record(&self, conn: &mut Conn, hint: &str, value: &str) -> Result<()> {
+        self.write(conn, 0, hint, value).await
+    }
+
     pub async fn write_throttle(&self, conn: &mut Conn, reason: &str) -> Result<()> {
         let value: String = reason.chars().filter(char::is_ascii).take(4096).collect();
         self.write(conn, THROTTLE_ID, "throttle", &value).await

@@ -22,6 +22,9 @@ pub struct Checkpoint {
     /// Written after a successful cut-over: `position` is where the swapped table's own changes
     /// begin, which `--revert` streams from.
     pub is_cut_over: bool,
+    /// What the run that wrote it does (table, ALTER, options that change the result), so a
+    /// `--resume` with another command is refused. None in checkpoints of older versions.
+    pub run: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -53,7 +56,8 @@ impl CheckpointTable {
                gh_ost_is_cutover TINYINT(1) DEFAULT '0', \
                ghost_gtid TEXT CHARSET ascii, \
                ghost_copied_through MEDIUMTEXT CHARSET ascii, \
-               ghost_copy_complete TINYINT(1) NOT NULL DEFAULT 0\
+               ghost_copy_complete TINYINT(1) NOT NULL DEFAULT 0, \
+               ghost_run TEXT CHARSET utf8mb4\
              ) COMMENT='ghost checkpoints'",
             self.table
         ))
@@ -75,8 +79,8 @@ impl CheckpointTable {
         conn.exec_drop(
             format!(
                 "INSERT INTO {} (gh_ost_chk_timestamp, gh_ost_chk_coords, gh_ost_chk_iteration, gh_ost_rows_copied, \
-                 gh_ost_dml_applied, ghost_gtid, ghost_copied_through, ghost_copy_complete, gh_ost_is_cutover) \
-                 VALUES (UNIX_TIMESTAMP(NOW()), ?, ?, ?, ?, ?, ?, ?, ?)",
+                 gh_ost_dml_applied, ghost_gtid, ghost_copied_through, ghost_copy_complete, gh_ost_is_cutover, \
+                 ghost_run) VALUES (UNIX_TIMESTAMP(NOW()), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 self.table
             ),
             (
@@ -88,6 +92,7 @@ impl CheckpointTable {
                 copied,
                 checkpoint.copy_complete,
                 checkpoint.is_cut_over,
+                checkpoint.run.clone(),
             ),
         )
         .await
@@ -105,12 +110,20 @@ impl CheckpointTable {
     }
 
     async fn newest(&self, conn: &mut Conn, cut_over: bool) -> Result<Option<Checkpoint>> {
-        type CheckpointRow = (String, Option<String>, Option<String>, bool, u64, u64);
+        type CheckpointRow = (
+            String,
+            Option<String>,
+            Option<String>,
+            bool,
+            u64,
+            u64,
+            Option<String>,
+        );
         let row: Option<CheckpointRow> = conn
             .exec_first(
                 format!(
                     "SELECT gh_ost_chk_coords, ghost_gtid, ghost_copied_through, ghost_copy_complete, \
-                     gh_ost_rows_copied, gh_ost_dml_applied FROM {} \
+                     gh_ost_rows_copied, gh_ost_dml_applied, ghost_run FROM {} \
                      WHERE COALESCE(gh_ost_is_cutover, 0) = ? ORDER BY gh_ost_chk_id DESC LIMIT 1",
                     self.table
                 ),
@@ -118,7 +131,7 @@ impl CheckpointTable {
             )
             .await
             .sql_context(|| format!("reading the last checkpoint from {}", self.table))?;
-        let Some((coords, gtid, copied, complete, rows, events)) = row else {
+        let Some((coords, gtid, copied, complete, rows, events, run)) = row else {
             return Ok(None);
         };
         Ok(Some(Checkpoint {
@@ -131,6 +144,7 @@ impl CheckpointTable {
             rows_copied: rows,
             events_applied: events,
             is_cut_over: cut_over,
+            run,
         }))
     }
 }

@@ -36,6 +36,8 @@ pub struct MigrationConfig {
     /// False: validate and rehearse (create, alter and drop the ghost table), change nothing.
     pub execute: bool,
     pub topology: Topology,
+    /// `--test-on-replica-skip-replica-stop`: replication is stopped by a hook, not by ghost.
+    pub test_on_replica_skip_replica_stop: bool,
     pub allow_on_master: bool,
     pub assume_rbr: bool,
     /// Set `binlog_format=ROW` on the inspected server when it is not (gh-ost `--switch-to-rbr`).
@@ -122,6 +124,7 @@ impl MigrationConfig {
             alter: alter.to_string(),
             execute: false,
             topology: Topology::Normal,
+            test_on_replica_skip_replica_stop: false,
             allow_on_master: false,
             assume_rbr: false,
             switch_to_rbr: false,

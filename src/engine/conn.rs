@@ -79,12 +79,70 @@ impl ConnectionConfig {
     }
 
     pub async fn connect(&self) -> Result<Conn> {
-        Conn::new(self.opts())
-            .await
-            .map_err(|source| EngineError::Connect {
+        Conn::new(self.opts()).await.map_err(|source| match &source {
+            // The server answered: the connection works, the database name does not.
+            mysql_async::Error::Server(e) if e.code == 1049 => EngineError::Refused(format!(
+                "database `{}` does not exist on {}: check --database (SHOW DATABASES lists them)",
+                self.database.as_deref().unwrap_or_default(),
+                self.endpoint()
+            )),
+            _ => EngineError::Connect {
                 endpoint: self.endpoint(),
                 source,
-            })
+            },
+        })
+    }
+}
+
+/// How to open a session again: the endpoint and the statements that prepare it (time zone,
+/// sql_mode, character set). Every long-lived session of a migration is opened through one, so
+/// a session the server killed, a reset connection or a restarted server is replaced by an
+/// identical one.
+#[derive(Clone, Debug)]
+pub struct SessionFactory {
+    endpoint: ConnectionConfig,
+    init: Vec<String>,
+}
+
+/// How long a ping may take before the session counts as gone.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl SessionFactory {
+    pub fn new(endpoint: ConnectionConfig, init: Vec<String>) -> Self {
+        Self { endpoint, init }
+    }
+
+    pub fn endpoint(&self) -> &ConnectionConfig {
+        &self.endpoint
+    }
+
+    /// A new, prepared session.
+    pub async fn open(&self) -> Result<Conn> {
+        let mut conn = self.endpoint.connect().await?;
+        for statement in &self.init {
+            conn.query_drop(statement)
+                .await
+                .sql_context(|| format!("preparing a session on {}", self.endpoint.endpoint()))?;
+        }
+        Ok(conn)
+    }
+
+    /// Replaces `conn` with a new session when it no longer answers. Returns whether it did; an
+    /// error when it could not (the server is still away: the caller's next attempt retries).
+    pub async fn revive(&self, conn: &mut Conn) -> Result<bool> {
+        let alive = matches!(
+            tokio::time::timeout(PING_TIMEOUT, conn.ping()).await,
+            Ok(Ok(()))
+        );
+        if alive {
+            return Ok(false);
+        }
+        let fresh = self.open().await?;
+        let dead = std::mem::replace(conn, fresh);
+        // The old session is gone or hung; dropping it closes the socket.
+        drop(dead);
+        tracing::info!(endpoint = %self.endpoint.endpoint(), "a lost session was replaced");
+        Ok(true)
     }
 }
 

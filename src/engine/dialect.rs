@@ -17,17 +17,44 @@ pub struct ServerInfo {
     pub flavor: Flavor,
     pub version: (u16, u16, u16),
     pub version_string: String,
+    /// `@@lower_case_table_names`: 0 keeps table names as given, 1 and 2 fold them for lookups
+    /// and metadata locks.
+    pub lower_case_table_names: u8,
+}
+
+/// How the atomic cut-over swaps the tables on this server (`engine::cutover`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutOverAlgorithm {
+    /// RENAME TABLE under LOCK TABLES, in the locking session (MySQL 8.0.13+).
+    LockedRename,
+    /// A RENAME in a second session, held back by a gate table (MariaDB, older MySQL).
+    GatedRename,
+}
+
+/// How the gated cut-over sees that its RENAME is queued on the original table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueCheck<'a> {
+    /// The RENAME holds this table's lock (the one it takes right before the original's): a
+    /// zero-wait read of it times out (MariaDB allows `lock_wait_timeout = 0`).
+    LockProbe(&'a str),
+    /// The original is the RENAME's first lock: its session waiting for a table lock at all
+    /// means waiting there (MariaDB's PROCESSLIST; it replaces characters it cannot show).
+    Processlist,
+    /// performance_schema shows the pending lock on the original (MySQL before 8.0.13).
+    PerformanceSchema,
 }
 
 impl ServerInfo {
     /// Reads `@@version` / `@@version_comment` and classifies the server.
     pub async fn detect(conn: &mut Conn) -> Result<Self> {
-        let row: Option<(String, String)> = conn
-            .query_first("SELECT @@version, @@version_comment")
+        let row: Option<(String, String, u8)> = conn
+            .query_first("SELECT @@version, @@version_comment, @@lower_case_table_names")
             .await
             .sql_context(|| "reading server version".into())?;
-        let (version_string, comment) = row.unwrap_or_default();
-        Ok(Self::from_strings(&version_string, &comment))
+        let (version_string, comment, lower_case_table_names) = row.unwrap_or_default();
+        let mut info = Self::from_strings(&version_string, &comment);
+        info.lower_case_table_names = lower_case_table_names;
+        Ok(info)
     }
 
     pub fn from_strings(version_string: &str, comment: &str) -> Self {
@@ -41,6 +68,40 @@ impl ServerInfo {
             },
             version: parse_version(version_string),
             version_string: version_string.to_string(),
+            lower_case_table_names: 0,
+        }
+    }
+
+    /// A schema or table name as this server stores it: `lower_case_table_names=1` keeps every
+    /// name in lower case (and so do its binlog and information_schema).
+    pub fn stored_name(&self, name: &str) -> String {
+        if self.lower_case_table_names == 1 {
+            name.to_lowercase()
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// Table names are compared (and locked) folded to lower case.
+    pub fn folds_table_names(&self) -> bool {
+        self.lower_case_table_names != 0
+    }
+
+    /// RENAME TABLE may run under LOCK TABLES (MySQL 8.0.13, WL#9826); MariaDB refuses it.
+    pub fn cut_over_algorithm(&self) -> CutOverAlgorithm {
+        match self.flavor {
+            Flavor::MySql if self.version >= (8, 0, 13) => CutOverAlgorithm::LockedRename,
+            _ => CutOverAlgorithm::GatedRename,
+        }
+    }
+
+    /// How the gated cut-over sees its RENAME queued on the original; `locked_before` is the
+    /// table the RENAME locks right before the original, if any.
+    pub fn rename_queue_check<'a>(&self, locked_before: Option<&'a str>) -> QueueCheck<'a> {
+        match (self.flavor, locked_before) {
+            (Flavor::MySql, _) => QueueCheck::PerformanceSchema,
+            (Flavor::MariaDb, Some(name)) => QueueCheck::LockProbe(name),
+            (Flavor::MariaDb, None) => QueueCheck::Processlist,
         }
     }
 
@@ -71,6 +132,32 @@ impl ServerInfo {
             Flavor::MySql if self.version >= (8, 0, 22) => "SHOW REPLICA STATUS",
             Flavor::MariaDb if self.version >= (10, 5, 1) => "SHOW REPLICA STATUS",
             _ => "SHOW SLAVE STATUS",
+        }
+    }
+
+    /// Uses the REPLICA words (MySQL 8.0.22, MariaDB 10.5.1); MySQL 8.4 removed the SLAVE ones.
+    fn says_replica(&self) -> bool {
+        match self.flavor {
+            Flavor::MySql => self.version >= (8, 0, 22),
+            Flavor::MariaDb => self.version >= (10, 5, 1),
+        }
+    }
+
+    /// Stops replication on this replica, I/O thread first (`--test-on-replica`).
+    pub fn stop_replication_sql(&self) -> [&'static str; 2] {
+        if self.says_replica() {
+            ["STOP REPLICA IO_THREAD", "STOP REPLICA SQL_THREAD"]
+        } else {
+            ["STOP SLAVE IO_THREAD", "STOP SLAVE SQL_THREAD"]
+        }
+    }
+
+    /// Starts replication on this replica again.
+    pub fn start_replication_sql(&self) -> &'static str {
+        if self.says_replica() {
+            "START REPLICA"
+        } else {
+            "START SLAVE"
         }
     }
 
@@ -140,13 +227,38 @@ mod tests {
         assert_eq!(mysql84.flavor, Flavor::MySql);
         assert_eq!(mysql84.binlog_status_sql(), "SHOW BINARY LOG STATUS");
         assert_eq!(mysql84.share_lock_clause(), "FOR SHARE");
+        assert_eq!(
+            mysql84.stop_replication_sql(),
+            ["STOP REPLICA IO_THREAD", "STOP REPLICA SQL_THREAD"]
+        );
+        assert_eq!(mysql84.start_replication_sql(), "START REPLICA");
 
         let mysql57 = ServerInfo::from_strings("5.7.44-log", "MySQL Community Server (GPL)");
         assert_eq!(mysql57.binlog_status_sql(), "SHOW MASTER STATUS");
         assert_eq!(mysql57.replica_status_sql(), "SHOW SLAVE STATUS");
+        assert_eq!(mysql57.start_replication_sql(), "START SLAVE");
 
         let proxied = ServerInfo::from_strings("5.5.5-10.6.12-MariaDB", "");
         assert_eq!(proxied.version, (10, 6, 12));
         assert!(proxied.is_mariadb());
+    }
+
+    #[test]
+    fn cut_over_algorithm_follows_the_server() {
+        let maria = ServerInfo::from_strings("11.8.3-MariaDB", "");
+        assert_eq!(maria.cut_over_algorithm(), CutOverAlgorithm::GatedRename);
+        assert_eq!(
+            maria.rename_queue_check(Some("_t_gho")),
+            QueueCheck::LockProbe("_t_gho")
+        );
+        assert_eq!(maria.rename_queue_check(None), QueueCheck::Processlist);
+        let mysql = ServerInfo::from_strings("9.7.4", "MySQL Community Server - GPL");
+        assert_eq!(mysql.cut_over_algorithm(), CutOverAlgorithm::LockedRename);
+        let mysql80 = ServerInfo::from_strings("8.0.12", "MySQL Community Server - GPL");
+        assert_eq!(mysql80.cut_over_algorithm(), CutOverAlgorithm::GatedRename);
+        assert_eq!(
+            mysql80.rename_queue_check(Some("_t_gho")),
+            QueueCheck::PerformanceSchema
+        );
     }
 }

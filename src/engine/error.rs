@@ -72,6 +72,25 @@ pub fn server_error_text(error: &mysql_async::Error) -> String {
     }
 }
 
+/// A session or the server went away (killed, reset, restarted, timed out): the operation may
+/// succeed on a new session, so it is retried within the retry budget.
+pub fn is_connection_error(error: &EngineError) -> bool {
+    let source = match error {
+        EngineError::Connect { .. } => return true,
+        EngineError::Sql { source, .. } => source,
+        _ => return false,
+    };
+    match source {
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+        // Server shutdown, gone away, lost connection, connection killed (MariaDB), query
+        // interrupted by a KILL, and the wait for a lock ended by a restart.
+        mysql_async::Error::Server(s) => {
+            matches!(s.code, 1053 | 2006 | 2013 | 1927 | 1317 | 3169)
+        }
+        _ => false,
+    }
+}
+
 /// Attaches a human context to a mysql_async error.
 pub trait SqlContext<T> {
     fn sql_context(self, context: impl FnOnce() -> String) -> Result<T>;

@@ -50,6 +50,11 @@ const MAX_WEBHOOK_BACKOFF: Duration = Duration::from_secs(30);
 /// "Text file busy": exec raced with another thread that briefly held the file open for writing.
 const ETXTBSY: i32 = 26;
 
+/// Environment variables that carry a database password into this process (`ghost migrate`'s
+/// `GHOST_PASSWORD`, the engine pod's `GHOST_DB_PASSWORD`, the MySQL client's `MYSQL_PWD`).
+/// Hooks run without them.
+pub const SECRET_ENV: [&str; 3] = ["GHOST_PASSWORD", "GHOST_DB_PASSWORD", "MYSQL_PWD"];
+
 /// The points in a migration where hooks fire, named as gh-ost names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HookPoint {
@@ -640,6 +645,11 @@ impl Hooks {
         info!(point = point.prefix(), hook = %hook.display(), "executing hook");
         let started = Instant::now();
         let mut cmd = Command::new(hook);
+        // A hook gets the migration's facts, never the database password this process was
+        // given in its own environment.
+        for secret in SECRET_ENV {
+            cmd.env_remove(secret);
+        }
         cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -15,6 +15,10 @@ pub struct UniqueKey {
     pub name: String,
     pub columns: Vec<String>,
     pub has_nullable: bool,
+    /// Per column: the indexed prefix length (`SUB_PART`), None for the whole value.
+    pub prefixes: Vec<Option<u64>>,
+    /// A part of the key is an expression (MySQL's functional key parts): never a shared key.
+    pub has_expression: bool,
 }
 
 impl UniqueKey {
@@ -61,10 +65,21 @@ pub async fn table_exists(conn: &mut Conn, schema: &str, table: &str) -> Result<
     Ok(n.unwrap_or(0) > 0)
 }
 
+/// The table's comment, or None when there is no such table.
+pub async fn table_comment(conn: &mut Conn, schema: &str, table: &str) -> Result<Option<String>> {
+    conn.exec_first(
+        "SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        (schema, table),
+    )
+    .await
+    .sql_context(|| format!("looking up {}", qualified(schema, table)))
+}
+
 pub async fn unique_keys(conn: &mut Conn, table: &TableSchema) -> Result<Vec<UniqueKey>> {
-    let rows: Vec<(String, String, Option<String>)> = conn
+    type KeyPartRow = (String, Option<String>, Option<String>, Option<u64>);
+    let rows: Vec<KeyPartRow> = conn
         .exec(
-            "SELECT INDEX_NAME, COLUMN_NAME, NULLABLE FROM information_schema.STATISTICS \
+            "SELECT INDEX_NAME, COLUMN_NAME, NULLABLE, SUB_PART FROM information_schema.STATISTICS \
              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
              ORDER BY INDEX_NAME = 'PRIMARY' DESC, INDEX_NAME, SEQ_IN_INDEX",
             (&table.schema, &table.name),
@@ -72,21 +87,80 @@ pub async fn unique_keys(conn: &mut Conn, table: &TableSchema) -> Result<Vec<Uni
         .await
         .sql_context(|| format!("reading unique keys of {}", table.qualified_name()))?;
     let mut keys: Vec<UniqueKey> = Vec::new();
-    for (index, column, nullable) in rows {
+    for (index, column, nullable, prefix) in rows {
         let nullable = nullable.is_some_and(|n| n.eq_ignore_ascii_case("YES"));
+        let expression = column.is_none();
+        let column = column.unwrap_or_default();
         match keys.last_mut() {
             Some(key) if key.name == index => {
                 key.columns.push(column);
+                key.prefixes.push(prefix);
                 key.has_nullable |= nullable;
+                key.has_expression |= expression;
             }
             _ => keys.push(UniqueKey {
                 name: index,
                 columns: vec![column],
                 has_nullable: nullable,
+                prefixes: vec![prefix],
+                has_expression: expression,
             }),
         }
     }
     Ok(keys)
+}
+
+/// True when every unique key of `ghost` is one `original` enforces too: over the same columns
+/// (through `column_map`, original name to ghost name), with the same prefixes, types and
+/// collations. Then a unique value the ghost table holds twice is always one the original held
+/// once, i.e. a stale copy that a later change in the binlog moves away, and changes may be
+/// written with REPLACE (`engine::applier::WriteMode`).
+pub fn ghost_unique_keys_enforced(
+    original: &TableSchema,
+    original_keys: &[UniqueKey],
+    ghost: &TableSchema,
+    ghost_keys: &[UniqueKey],
+    column_map: &[(String, String)],
+) -> bool {
+    let original_name = |ghost_column: &str| {
+        column_map
+            .iter()
+            .find(|(_, g)| g.eq_ignore_ascii_case(ghost_column))
+            .map(|(o, _)| o.clone())
+    };
+    let same_definition = |o: &str, g: &str| match (original.column_index(o), ghost.column_index(g))
+    {
+        (Some(o), Some(g)) => {
+            let (o, g) = (&original.columns[o], &ghost.columns[g]);
+            o.column_type.eq_ignore_ascii_case(&g.column_type) && o.collation == g.collation
+        }
+        _ => false,
+    };
+    ghost_keys.iter().all(|gk| {
+        if gk.has_expression {
+            return false;
+        }
+        let mut parts = BTreeSet::new();
+        for (column, prefix) in gk.columns.iter().zip(&gk.prefixes) {
+            let Some(o) = original_name(column) else {
+                return false;
+            };
+            if !same_definition(&o, column) {
+                return false;
+            }
+            parts.insert((o.to_lowercase(), *prefix));
+        }
+        original_keys.iter().any(|ok| {
+            !ok.has_expression
+                && ok
+                    .columns
+                    .iter()
+                    .zip(&ok.prefixes)
+                    .map(|(c, p)| (c.to_lowercase(), *p))
+                    .collect::<BTreeSet<_>>()
+                    == parts
+        })
+    })
 }
 
 /// gh-ost's choice of the key that identifies a row in both tables: an original unique key whose
@@ -112,14 +186,15 @@ pub fn choose_shared_key(
         });
     }
     let usable = |key: &UniqueKey| {
-        key.columns.iter().all(|c| {
-            original.column_index(c).is_some_and(|i| {
-                !matches!(
-                    original.columns[i].kind,
-                    ColumnKind::Float | ColumnKind::Json
-                ) && original.columns[i].data_type != "json"
+        !key.has_expression
+            && key.columns.iter().all(|c| {
+                original.column_index(c).is_some_and(|i| {
+                    !matches!(
+                        original.columns[i].kind,
+                        ColumnKind::Float | ColumnKind::Json
+                    ) && original.columns[i].data_type != "json"
+                })
             })
-        })
     };
     let shared = |key: &UniqueKey| {
         ghost_keys.iter().any(|g| {
@@ -341,7 +416,39 @@ mod tests {
             name: name.into(),
             columns: cols.iter().map(|c| c.to_string()).collect(),
             has_nullable: nullable,
+            prefixes: vec![None; cols.len()],
+            has_expression: false,
         }
+    }
+
+    #[test]
+    fn replace_is_safe_only_for_unique_keys_the_original_enforces() {
+        let t = table(&[
+            ("id", "int", None),
+            ("s", "varchar", Some("utf8mb4")),
+            ("b", "bigint", None),
+        ]);
+        let map: Vec<(String, String)> = ["id", "s", "b"]
+            .iter()
+            .map(|c| (c.to_string(), c.to_string()))
+            .collect();
+        let orig = [key("PRIMARY", &["id"], false), key("uk_s", &["s"], false)];
+        // The same keys, or fewer: every collision is a stale value.
+        assert!(ghost_unique_keys_enforced(&t, &orig, &t, &orig, &map));
+        assert!(ghost_unique_keys_enforced(&t, &orig, &t, &orig[..1], &map));
+        // A new unique key may hold real duplicates: REPLACE would delete rows.
+        let added = [orig[0].clone(), orig[1].clone(), key("uk_b", &["b"], false)];
+        assert!(!ghost_unique_keys_enforced(&t, &orig, &t, &added, &map));
+        // A shorter prefix is a stricter key.
+        let mut prefixed = orig.clone();
+        prefixed[1].prefixes = vec![Some(3)];
+        assert!(!ghost_unique_keys_enforced(&t, &orig, &t, &prefixed, &map));
+        // A changed column type may make distinct values equal.
+        let mut narrower = t.clone();
+        narrower.columns[1].column_type = "varchar(4)".into();
+        assert!(!ghost_unique_keys_enforced(
+            &t, &orig, &narrower, &orig, &map
+        ));
     }
 
     #[test]

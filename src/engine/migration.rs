@@ -10,22 +10,22 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::alter::{AlterStatement, parse_alter};
-use super::applier::{ApplyPlan, prepare_apply_session_with, sql_mode_expression};
+use super::applier::{ApplyPlan, WriteMode, sql_mode_expression};
 use super::changelog::{
-    Changelog, ChangelogEvent, STATE_ALL_EVENTS_UP_TO_LOCK, STATE_GHOST_TABLE_MIGRATED,
-    STATE_MIGRATED, STATE_READ_RANGE, interpret,
+    Changelog, ChangelogEvent, STATE_GHOST_TABLE_MIGRATED, STATE_MIGRATED, STATE_READ_RANGE,
+    interpret,
 };
 use super::checkpoint::{Checkpoint, CheckpointTable};
-use super::checksum::ChecksumPlan;
+use super::checksum::{ChecksumPlan, KeyRange};
 use super::chunk_size::ChunkSizer;
 use super::config::{CutOverMode, MigrationConfig, Topology};
-use super::conn::ConnectionConfig;
+use super::conn::{ConnectionConfig, SessionFactory};
 use super::controls::Controls;
 use super::copier::{ChunkResult, Copier, CopyKey, KeyTuple};
-use super::cutover::CutOverTables;
+use super::cutover::{self, GATE_COMMENT, SENTRY_COMMENT};
 use super::ddl::drop_table_if_exists;
-use super::dialect::ServerInfo;
-use super::error::{EngineError, Result, SqlContext};
+use super::dialect::{CutOverAlgorithm, ServerInfo};
+use super::error::{EngineError, Result, SqlContext, is_connection_error};
 use super::hooks::{HookPoint, Hooks, MigrationInfo, env_instant_ddl, env_last_batch_copy_error};
 use super::inspector::{self, Trigger, UniqueKey};
 use super::names::TableNames;
@@ -45,6 +45,8 @@ pub enum Outcome {
     Instant,
     /// No `--execute`: validated and rehearsed; the ghost table's definition is returned.
     DryRun { ghost_create_table: String },
+    /// `--resume` found an earlier run's cut-over past its swap and finished it.
+    Recovered(recover::RecoveryReport),
 }
 
 /// Rows per second over a sliding window, so the ETA follows the current pace.
@@ -97,8 +99,43 @@ impl MovingRate {
 /// Rows held for one apply transaction at most; only a larger source transaction is split.
 const MAX_PENDING_ROWS: usize = 5000;
 
+/// Runs `$op` (a future using `$conn`, the DDL session) on a `Run`; when the session or the
+/// server went away, waits, opens the session again and runs `$op` again, within
+/// `--default-retries`. Only for idempotent operations. (A macro: an async closure borrowing
+/// the caller's values would make the migration's future not `Send`.)
+macro_rules! on_ddl {
+    ($run:expr, $what:expr, |$conn:ident| $op:expr) => {{
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = {
+                let $conn = &mut $run.ddl_conn;
+                $op.await
+            };
+            match result {
+                Ok(value) => break Ok(value),
+                Err(e) if is_connection_error(&e) => {
+                    if let Err(e) = $run.retry_or_fail($what, attempt, e).await {
+                        break Err(e);
+                    }
+                    $run.refresh_ddl_session().await;
+                }
+                Err(e) => break Err(e),
+            }
+        }
+    }};
+}
+
+mod cut_over;
 mod parallel_copy;
+pub mod recover;
 mod verify;
+
+/// What validation found: a migration to run, or an earlier run's cut-over now finished.
+enum Prepared {
+    Run(Box<Run>),
+    Finished(Outcome),
+}
 
 #[derive(Clone, Copy)]
 enum Wait {
@@ -138,11 +175,20 @@ impl Migration {
         progress.send_modify(|p| p.phase = Phase::Validating);
         let snapshot = progress.borrow().clone();
         let prepared = match hooks.fire(HookPoint::Startup, &snapshot, &[]).await {
-            Ok(()) => Run::prepare(self.cfg, self.controls, self.progress, hooks.clone()).await,
+            Ok(()) => {
+                Self::prepare_retrying(self.cfg, self.controls, self.progress, hooks.clone()).await
+            }
             Err(e) => Err(e.into()),
         };
         let mut run = match prepared {
-            Ok(run) => run,
+            Ok(Prepared::Run(run)) => run,
+            Ok(Prepared::Finished(outcome)) => {
+                let snapshot = progress.borrow().clone();
+                let fired = hooks.fire(HookPoint::Success, &snapshot, &[]).await;
+                progress.send_modify(|p| p.phase = Phase::Succeeded);
+                hooks.flush_webhooks(Duration::from_secs(5)).await;
+                return fired.map(|()| outcome).map_err(Into::into);
+            }
             Err(e) => {
                 progress.send_modify(|p| {
                     p.phase = Phase::Failed;
@@ -189,12 +235,45 @@ impl Migration {
     }
 }
 
+impl Migration {
+    /// Validation creates nothing, so a session lost meanwhile (a KILL, a restarting server)
+    /// is met by validating again, within `--default-retries`.
+    async fn prepare_retrying(
+        cfg: MigrationConfig,
+        controls: watch::Receiver<Controls>,
+        progress: watch::Sender<Progress>,
+        hooks: Hooks,
+    ) -> Result<Prepared> {
+        let attempts = cfg.default_retries.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Run::prepare(
+                cfg.clone(),
+                controls.clone(),
+                progress.clone(),
+                hooks.clone(),
+            )
+            .await
+            {
+                Err(e) if is_connection_error(&e) && attempt < attempts => {
+                    warn!(error = %e, attempt, "validation lost its session; validating again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
 /// The state of a migration after validation.
 struct Run {
     cfg: MigrationConfig,
     controls: watch::Receiver<Controls>,
     progress: watch::Sender<Progress>,
     applier_cfg: ConnectionConfig,
+    /// How the DDL, copy and apply sessions are (re)opened.
+    sessions: Sessions,
     server: ServerInfo,
     names: TableNames,
     alter: AlterStatement,
@@ -209,6 +288,8 @@ struct Run {
     created_tables: bool,
     /// The checkpoint a `--resume` continues from.
     resume_from: Option<Checkpoint>,
+    /// What this run does, recorded in its checkpoints (`run_fingerprint`).
+    run_fingerprint: String,
     /// Where the swapped table's own changes begin in the binlog: the last transaction boundary
     /// before the cut-over's lock marker (the original was locked, so nothing of it follows).
     cut_over_position: Option<BinlogPosition>,
@@ -230,6 +311,8 @@ struct Live {
     changelog_table: String,
     ghost_key: String,
     apply_conn: Conn,
+    /// `apply_conn` is the locked-rename session, holding LOCK TABLES (no START TRANSACTION).
+    apply_under_lock: bool,
     copy_conn: Conn,
     pending: Vec<RowChange>,
     states_seen: HashSet<String>,
@@ -241,6 +324,11 @@ struct Live {
     open_transaction: bool,
     /// The checksum gate's plan (`cfg.checksum`).
     checksum: Option<ChecksumPlan>,
+    /// The same comparison, for the chunks below when the gate is off.
+    verify_plan: ChecksumPlan,
+    /// Chunks whose copy skipped a row on another unique key: compared (and copied again) once
+    /// the binlog has caught up, even with the checksum gate off.
+    skipped_ranges: Vec<KeyRange>,
     /// Where the transaction after the last one seen begins (applied or not).
     last_commit: Option<BinlogPosition>,
 }
@@ -251,7 +339,7 @@ impl Run {
         controls: watch::Receiver<Controls>,
         progress: watch::Sender<Progress>,
         hooks: Hooks,
-    ) -> Result<Self> {
+    ) -> Result<Prepared> {
         // Every session works in the migrated schema, as gh-ost's DSN does (throttle queries and
         // hooks name tables without a schema).
         let mut cfg = cfg;
@@ -265,6 +353,14 @@ impl Run {
         } else {
             parse_alter(&cfg.alter).map_err(|e| EngineError::Refused(e.to_string()))?
         };
+        if let Some(named) = alter.explicit_table.as_deref() {
+            if named != cfg.table {
+                return Err(EngineError::Refused(format!(
+                    "the ALTER names table `{named}`, but the migration is of `{}`: give the same table, or only the changes",
+                    cfg.table
+                )));
+            }
+        }
         if !alter.renamed_columns.is_empty()
             && !cfg.approve_renamed_columns
             && !cfg.skip_renamed_columns
@@ -283,16 +379,26 @@ impl Run {
 
         let mut inspector_conn = cfg.inspector.connect().await?;
         let server = ServerInfo::detect(&mut inspector_conn).await?;
+        // Names as the server keeps them, so they match its binlog and information_schema.
+        cfg.table = server.stored_name(&cfg.table);
+        cfg.database = server.stored_name(&cfg.database);
+        if let Some(old) = cfg.revert_from.take() {
+            cfg.revert_from = Some(server.stored_name(&old));
+        }
         inspector::check_grants(&mut inspector_conn, &cfg.database).await?;
         if cfg.switch_to_rbr {
             switch_to_rbr(&mut inspector_conn, &server).await?;
         }
         super::streamer::preflight(&mut inspector_conn, &server).await?;
+        let applier_cfg = resolve_applier(&cfg, &server, &mut inspector_conn).await?;
+        // Before the table is looked at: a half-done two-step swap leaves it absent.
+        if let Some(outcome) = recover::finish_interrupted(&cfg, &applier_cfg, &progress).await? {
+            return Ok(Prepared::Finished(outcome));
+        }
         let (_, engine) =
             inspector::table_kind(&mut inspector_conn, &cfg.database, &cfg.table).await?;
-
-        let applier_cfg = resolve_applier(&cfg, &server, &mut inspector_conn).await?;
-        let mut ddl_conn = applier_cfg.connect().await?;
+        let sessions = Sessions::new(&applier_cfg, &cfg);
+        let mut ddl_conn = sessions.ddl.open().await?;
         if applier_cfg != cfg.inspector {
             inspector::check_grants(&mut ddl_conn, &cfg.database).await?;
         }
@@ -378,13 +484,47 @@ impl Run {
             )));
         }
 
+        let run_fingerprint = run_fingerprint(&cfg, &alter);
         let resume_from = if cfg.revert_from.is_some() {
             Some(read_cut_over_checkpoint(&mut ddl_conn, &cfg, &names).await?)
         } else if cfg.resume {
-            Some(read_resume_checkpoint(&mut ddl_conn, &cfg, &names).await?)
+            match read_resume_checkpoint(&mut ddl_conn, &cfg, &names).await? {
+                Ok(checkpoint) => {
+                    check_same_run(&checkpoint, &run_fingerprint, &names)?;
+                    Some(checkpoint)
+                }
+                Err(why) => {
+                    // A run killed before its first checkpoint: nothing to continue from.
+                    warn!("--resume: {why}; starting over");
+                    progress.send_modify(|p| {
+                        p.message = format!("nothing to resume ({why}): starting over");
+                    });
+                    cfg.resume = false;
+                    for name in [&names.ghost, &names.changelog, &names.checkpoint] {
+                        drop_table_if_exists(&mut ddl_conn, &cfg.database, name).await?;
+                    }
+                    None
+                }
+            }
         } else {
             None
         };
+        // An interrupted cut-over's sentry (older versions) or gates: always ours, never data.
+        cutover::drop_if_comment(&mut ddl_conn, &cfg.database, &names.old, SENTRY_COMMENT).await?;
+        if let Some(gates) = cutover::order::gate_names(&cfg.table) {
+            let gated = cfg.cut_over == CutOverMode::Atomic
+                && server.cut_over_algorithm() == CutOverAlgorithm::GatedRename;
+            for gate in [&gates.sentry, &gates.source] {
+                if gated {
+                    // Refuses now, not at cut-over, when a table of the user's has the name.
+                    cutover::drop_own_table(&mut ddl_conn, &cfg.database, gate, GATE_COMMENT)
+                        .await?;
+                } else {
+                    cutover::drop_if_comment(&mut ddl_conn, &cfg.database, gate, GATE_COMMENT)
+                        .await?;
+                }
+            }
+        }
         // Leftovers of an earlier run (a resume continues with them instead).
         for (name, drop_ok, flag) in [
             (
@@ -416,11 +556,13 @@ impl Run {
             }
         }
 
-        Ok(Self {
+        Ok(Prepared::Run(Box::new(Self {
+            run_fingerprint,
             cfg,
             controls,
             progress,
             applier_cfg,
+            sessions,
             server,
             names,
             alter,
@@ -442,7 +584,7 @@ impl Run {
             status_hooks: None,
             heartbeat: None,
             streamer: None,
-        })
+        })))
     }
 
     fn changelog(&self) -> Changelog {
@@ -451,15 +593,23 @@ impl Run {
 
     /// A session for copying chunks: the server's time zone and the migration's sql_mode.
     async fn open_copy_session(&self) -> Result<Conn> {
-        let strict = !self.cfg.skip_strict_mode;
-        let mut conn = self.applier_cfg.connect().await?;
-        conn.query_drop(format!(
-            "SET SESSION time_zone = @@global.time_zone, sql_mode = {}",
-            sql_mode_expression(self.cfg.allow_zero_in_date, strict)
-        ))
-        .await
-        .sql_context(|| "preparing the copy session".into())?;
-        Ok(conn)
+        self.sessions.copy.open().await
+    }
+
+    /// After a failed cut-over attempt: the DDL session may be the one that broke.
+    async fn refresh_ddl_session(&mut self) {
+        if let Err(e) = self.sessions.ddl.revive(&mut self.ddl_conn).await {
+            warn!(error = %e, "the DDL session is lost and cannot be replaced yet");
+        }
+    }
+
+    /// Replaces the apply session when it no longer answers.
+    async fn refresh_apply_session(&self, live: &mut Live) -> Result<()> {
+        self.sessions
+            .apply
+            .revive(&mut live.apply_conn)
+            .await
+            .map(|_| ())
     }
 
     fn ghost_name(&self) -> String {
@@ -518,7 +668,12 @@ impl Run {
             &ghost_keys,
             self.cfg.allow_nullable_unique_key,
         )?;
-        let column_map = self.shared_columns(&ghost)?;
+        let column_map = shared_columns(
+            &self.original,
+            &self.alter,
+            self.cfg.skip_renamed_columns,
+            &ghost,
+        )?;
         self.check_key_conversions(&key, &ghost)?;
         info!(key = %key.name, columns = column_map.len(), "shared unique key chosen");
 
@@ -544,13 +699,35 @@ impl Run {
             .find(|g| key.columns.iter().all(|c| g.columns.contains(c)))
             .map(|g| g.name.clone())
             .unwrap_or_else(|| key.name.clone());
+        let write_mode = if inspector::ghost_unique_keys_enforced(
+            &self.original,
+            &self.original_keys,
+            &ghost,
+            &ghost_keys,
+            &column_map,
+        ) {
+            WriteMode::Replace
+        } else {
+            WriteMode::InsertOrUpdate
+        };
+        info!(
+            ?write_mode,
+            "binlog changes are written with {}",
+            match write_mode {
+                WriteMode::Replace =>
+                    "REPLACE (every unique key of the new table is enforced by the original)",
+                WriteMode::InsertOrUpdate =>
+                    "INSERT IGNORE and UPDATE (the new table has a unique key the original does not enforce)",
+            }
+        );
         let plan = ApplyPlan::new(
             &self.original,
             &ghost,
             &column_map,
             &key.columns,
             &self.time_zone,
-        )?;
+        )?
+        .with_mode(write_mode);
         let copy_key = CopyKey {
             name: key.name.clone(),
             columns: key.columns.clone(),
@@ -564,15 +741,14 @@ impl Run {
                 })
                 .collect(),
         };
-        let checksum = self.cfg.checksum.then(|| {
-            ChecksumPlan::new(
-                &self.original,
-                &ghost,
-                &copy_key,
-                &column_map,
-                self.server.share_lock_clause(),
-            )
-        });
+        let verify_plan = ChecksumPlan::new(
+            &self.original,
+            &ghost,
+            &copy_key,
+            &column_map,
+            self.server.share_lock_clause(),
+        );
+        let checksum = self.cfg.checksum.then(|| verify_plan.clone());
         let copier = Copier::new(
             &self.cfg.database,
             &self.cfg.table,
@@ -580,10 +756,9 @@ impl Run {
             copy_key,
             &column_map,
             self.server.share_lock_clause(),
-        );
-        let strict = !self.cfg.skip_strict_mode;
-        let mut apply_conn = self.applier_cfg.connect().await?;
-        prepare_apply_session_with(&mut apply_conn, self.cfg.allow_zero_in_date, strict).await?;
+        )
+        .with_ghost_key_name(&ghost_key);
+        let apply_conn = self.sessions.apply.open().await?;
         let copy_conn = self.open_copy_session().await?;
 
         let mut live = Live {
@@ -593,6 +768,7 @@ impl Run {
             changelog_table: self.names.changelog.clone(),
             ghost_key,
             apply_conn,
+            apply_under_lock: false,
             copy_conn,
             pending: Vec::new(),
             states_seen: HashSet::new(),
@@ -601,6 +777,8 @@ impl Run {
             pending_commit: None,
             open_transaction: false,
             checksum,
+            verify_plan,
+            skipped_ranges: Vec::new(),
             last_commit: None,
         };
         if !resuming {
@@ -612,12 +790,18 @@ impl Run {
             .await?;
         }
 
-        let estimate = if self.cfg.exact_rowcount {
-            inspector::exact_row_count(&mut self.ddl_conn, &self.cfg.database, &self.cfg.table)
-                .await?
-        } else {
-            inspector::row_estimate(&mut self.ddl_conn, &self.cfg.database, &self.cfg.table).await?
-        };
+        let (database, table, exact) = (
+            self.cfg.database.clone(),
+            self.cfg.table.clone(),
+            self.cfg.exact_rowcount,
+        );
+        let estimate = on_ddl!(self, "counting rows", |conn| async {
+            if exact {
+                inspector::exact_row_count(conn, &database, &table).await
+            } else {
+                inspector::row_estimate(conn, &database, &table).await
+            }
+        })?;
         self.progress.send_modify(|p| p.rows_estimate = estimate);
         let snapshot = self.progress.borrow().clone();
         self.hooks
@@ -638,10 +822,22 @@ impl Run {
             }
         });
 
-        changelog
-            .write_state(&mut self.ddl_conn, STATE_READ_RANGE)
-            .await?;
-        let range = live.copier.key_range(&mut live.copy_conn).await?;
+        on_ddl!(self, "writing a changelog state", |conn| changelog
+            .write_state(conn, STATE_READ_RANGE))?;
+        let mut attempt = 0;
+        let range = loop {
+            attempt += 1;
+            match live.copier.key_range(&mut live.copy_conn).await {
+                Ok(range) => break range,
+                Err(e) if is_connection_error(&e) => {
+                    self.retry_or_fail("reading the key range", attempt, e)
+                        .await?;
+                    self.revive_sessions(&mut live).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        info!(estimate, "row copy starting");
         match &resumed {
             Some(c) if c.copy_complete => info!("the checkpoint says the row copy was complete"),
             Some(c) => {
@@ -713,7 +909,19 @@ impl Run {
             Some(c) => StartPosition::Coordinates(c.position.coordinates.clone()),
             None => StartPosition::Current,
         };
-        let mut streamer = BinlogStreamer::start(cfg).await?;
+        // Opening the stream is retried like any session: the server may be restarting.
+        let mut attempt = 0;
+        let mut streamer = loop {
+            attempt += 1;
+            match BinlogStreamer::start(cfg.clone()).await {
+                Ok(streamer) => break streamer,
+                Err(e) if is_connection_error(&e) => {
+                    self.retry_or_fail("starting the binlog stream", attempt, e)
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let (tx, rx) = mpsc::channel(10_000);
         self.streamer = Some(tokio::spawn(async move {
             loop {
@@ -812,41 +1020,6 @@ impl Run {
         Ok(())
     }
 
-    /// Original columns that exist in the ghost table (through renames), minus dropped and
-    /// generated ones: (original name, ghost name).
-    fn shared_columns(&self, ghost: &TableSchema) -> Result<Vec<(String, String)>> {
-        let mut map = Vec::new();
-        for column in &self.original.columns {
-            if column.generated {
-                continue;
-            }
-            let renamed = self
-                .alter
-                .renamed_columns
-                .iter()
-                .any(|(old, _)| old.eq_ignore_ascii_case(&column.name));
-            if renamed && self.cfg.skip_renamed_columns {
-                continue;
-            }
-            let Some(ghost_name) = self.alter.ghost_name_of(&column.name) else {
-                continue;
-            };
-            let Some(index) = ghost.column_index(&ghost_name) else {
-                continue;
-            };
-            if ghost.columns[index].generated {
-                continue;
-            }
-            map.push((column.name.clone(), ghost.columns[index].name.clone()));
-        }
-        if map.is_empty() {
-            return Err(EngineError::Refused(
-                "the table and the ALTER's result share no column; nothing could be copied".into(),
-            ));
-        }
-        Ok(map)
-    }
-
     fn check_key_conversions(&self, key: &UniqueKey, ghost: &TableSchema) -> Result<()> {
         for column in &key.columns {
             let (Some(o), Some(g)) = (
@@ -900,15 +1073,28 @@ impl Run {
             self.drain_events(live, 10).await?;
             let controls = self.controls.borrow().clone();
             let size = sizer.next(controls.chunk_size);
-            let Some(upper) = live
-                .copier
-                .next_chunk_end(&mut live.copy_conn, &lower, first, &max, size)
-                .await?
-            else {
+            let mut attempt = 0;
+            let next = loop {
+                attempt += 1;
+                match live
+                    .copier
+                    .next_chunk_end(&mut live.copy_conn, &lower, first, &max, size)
+                    .await
+                {
+                    Ok(next) => break next,
+                    Err(e) => {
+                        self.retry_or_fail("finding the next chunk", attempt, e)
+                            .await?;
+                        self.revive_sessions(live).await;
+                    }
+                }
+            };
+            let Some(upper) = next else {
                 return Ok(());
             };
             let check = self.cfg.panic_on_warnings.then_some(live.ghost_key.clone());
             let mut attempt = 0;
+            let chunk_lower = (!first).then(|| lower.clone());
             let chunk = loop {
                 attempt += 1;
                 match live
@@ -917,9 +1103,18 @@ impl Run {
                     .await
                 {
                     Ok(chunk) => break chunk,
-                    Err(e) => self.chunk_failed(attempt, e).await?,
+                    Err(e) => {
+                        self.chunk_failed(attempt, e).await?;
+                        self.revive_sessions(live).await;
+                    }
                 }
             };
+            if chunk.skipped_on_other_key {
+                live.skipped_ranges.push(KeyRange {
+                    after: chunk_lower,
+                    through: Some(upper.clone()),
+                });
+            }
             lower = upper;
             first = false;
             sizer.observe(chunk.elapsed);
@@ -984,7 +1179,10 @@ impl Run {
     /// attempts are spent. Warnings never retry (gh-ost's `--panic-on-warnings`).
     async fn retry_or_fail(&self, what: &str, attempt: u32, error: EngineError) -> Result<()> {
         let attempts = self.cfg.default_retries.max(1);
-        if matches!(error, EngineError::Warnings(_)) {
+        if matches!(
+            error,
+            EngineError::Warnings(_) | EngineError::Cancelled(_) | EngineError::Refused(_)
+        ) {
             return Err(error);
         }
         if attempt >= attempts {
@@ -997,6 +1195,20 @@ impl Run {
         warn!(error = %error, attempt, "{what} failed; retrying");
         tokio::time::sleep(Duration::from_secs(1)).await;
         Ok(())
+    }
+
+    /// After a failed attempt: every session that no longer answers is replaced (a KILL, a reset
+    /// connection, a restarted server). One that cannot be opened yet is retried next time.
+    async fn revive_sessions(&mut self, live: &mut Live) {
+        for (what, factory, conn) in [
+            ("copy", &self.sessions.copy, &mut live.copy_conn),
+            ("apply", &self.sessions.apply, &mut live.apply_conn),
+            ("DDL", &self.sessions.ddl, &mut self.ddl_conn),
+        ] {
+            if let Err(e) = factory.revive(conn).await {
+                warn!(error = %e, session = what, "a lost session cannot be replaced yet");
+            }
+        }
     }
 
     fn checkpoint_table(&self) -> Option<CheckpointTable> {
@@ -1034,7 +1246,10 @@ impl Run {
                     .send_modify(|p| p.last_checkpoint_unix = Some(now));
                 info!(position = %checkpoint.position, rows_copied = checkpoint.rows_copied, "checkpoint success");
             }
-            Err(e) => warn!(error = %e, "checkpoint failed; the previous one stays valid"),
+            Err(e) => {
+                warn!(error = %e, "checkpoint failed; the previous one stays valid");
+                self.refresh_ddl_session().await;
+            }
         }
     }
 
@@ -1170,13 +1385,24 @@ impl Run {
             attempt += 1;
             match live
                 .plan
-                .apply_batch(&mut live.apply_conn, &changes, check.as_deref())
+                .apply_batch(
+                    &mut live.apply_conn,
+                    &changes,
+                    check.as_deref(),
+                    live.apply_under_lock,
+                )
                 .await
             {
                 Ok(()) => break,
+                // Under the cut-over's lock the attempt fails instead: a new session would not
+                // hold the lock.
+                Err(e) if live.apply_under_lock => return Err(e),
                 Err(e) => {
                     self.retry_or_fail("applying binlog events", attempt, e)
-                        .await?
+                        .await?;
+                    if let Err(e) = self.sessions.apply.revive(&mut live.apply_conn).await {
+                        warn!(error = %e, "the apply session is lost and cannot be replaced yet");
+                    }
                 }
             }
         }
@@ -1247,296 +1473,6 @@ impl Run {
                 .is_some_and(|f| f.exists())
     }
 
-    async fn cut_over_with_retries(&mut self, live: &mut Live) -> Result<Duration> {
-        let attempts = self.cfg.default_retries.max(1);
-        let mut last = String::new();
-        for attempt in 1..=attempts {
-            self.cut_over_gate(live).await?;
-            self.progress.send_modify(|p| {
-                p.phase = Phase::CuttingOver;
-                p.cut_over_attempts = attempt;
-            });
-            match self.cut_over(live).await {
-                Ok(lock) => return Ok(lock),
-                Err(e @ (EngineError::Cancelled(_) | EngineError::Warnings(_))) => return Err(e),
-                Err(e) => {
-                    warn!(error = %e, attempt, "cut-over attempt failed");
-                    last = e.to_string();
-                    let wait = if self.cfg.cut_over_exponential_backoff {
-                        Duration::from_secs(1 << (attempt - 1).min(16))
-                            .min(self.cfg.exponential_backoff_max_interval)
-                    } else {
-                        Duration::from_secs(1)
-                    };
-                    if attempt < attempts {
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-            }
-        }
-        Err(EngineError::RetriesExhausted {
-            what: "cut-over".into(),
-            attempts,
-            last,
-        })
-    }
-
-    /// Waits, applying events, until cut-over may start: not postponed, not throttled, lag low.
-    async fn cut_over_gate(&mut self, live: &mut Live) -> Result<()> {
-        let mut announced = false;
-        loop {
-            self.check_abort()?;
-            self.drain_events(live, 0).await?;
-            self.maybe_checkpoint(live, None, true, false).await;
-            let max_lag = self
-                .controls
-                .borrow()
-                .max_lag
-                .min(self.cfg.cut_over_lock_timeout);
-            let lag_ok = live
-                .last_heartbeat
-                .map(|at| (chrono::Utc::now() - at).to_std().unwrap_or_default() < max_lag)
-                .unwrap_or(false);
-            let postponed = self.postponed();
-            if postponed && !announced {
-                info!("cut-over postponed; row copy is complete and changes keep being applied");
-                self.progress.send_modify(|p| p.phase = Phase::Postponed);
-                announced = true;
-                let snapshot = self.progress.borrow().clone();
-                self.hooks
-                    .fire(HookPoint::BeginPostponed, &snapshot, &[])
-                    .await?;
-            }
-            if !postponed && lag_ok && !self.throttled(live)? {
-                return Ok(());
-            }
-            match tokio::time::timeout(Duration::from_millis(100), live.events.recv()).await {
-                Ok(Some(msg)) => self.handle_stream_msg(live, msg).await?,
-                Ok(None) => return Err(EngineError::Stream("the binlog stream task ended".into())),
-                Err(_) => {}
-            }
-        }
-    }
-
-    async fn cut_over(&mut self, live: &mut Live) -> Result<Duration> {
-        if self.cfg.analyze_ghost_table_before_cutover {
-            self.ddl_conn
-                .query_drop(format!("ANALYZE TABLE {}", self.ghost_name()))
-                .await
-                .sql_context(|| "ANALYZE TABLE on the ghost table".into())?;
-        }
-        let test_on_replica = self.cfg.topology == Topology::TestOnReplica;
-        if test_on_replica {
-            let snapshot = self.progress.borrow().clone();
-            self.hooks
-                .fire(HookPoint::StopReplication, &snapshot, &[])
-                .await?;
-            self.ddl_conn
-                .query_drop("STOP SLAVE IO_THREAD; STOP SLAVE SQL_THREAD")
-                .await
-                .sql_context(|| "stopping replication for --test-on-replica".into())?;
-        }
-        let tables = CutOverTables {
-            schema: self.cfg.database.clone(),
-            original: self.cfg.table.clone(),
-            ghost: self.names.ghost.clone(),
-            old: self.names.old.clone(),
-            engine: self.engine.clone(),
-        };
-        let result = match self.cfg.cut_over {
-            CutOverMode::Atomic => self.atomic_cut_over(live, &tables).await,
-            CutOverMode::TwoStep => self.two_step_cut_over(live, &tables).await,
-        };
-        if test_on_replica {
-            if result.is_ok() {
-                tables.swap_back(&mut self.ddl_conn).await?;
-            } else {
-                let snapshot = self.progress.borrow().clone();
-                self.hooks
-                    .fire(HookPoint::StartReplication, &snapshot, &[])
-                    .await?;
-                let _ = self.ddl_conn.query_drop("START SLAVE").await;
-            }
-        }
-        result
-    }
-
-    async fn atomic_cut_over(
-        &mut self,
-        live: &mut Live,
-        tables: &CutOverTables,
-    ) -> Result<Duration> {
-        let timeout = self.cfg.cut_over_lock_timeout;
-        tables.create_sentry(&mut self.ddl_conn).await?;
-        let mut lock_a = self.applier_cfg.connect().await?;
-        if let Err(e) = tables.lock(&mut lock_a, timeout).await {
-            let _ = drop_table_if_exists(&mut self.ddl_conn, &tables.schema, &tables.old).await;
-            return Err(e);
-        }
-        let locked_at = Instant::now();
-        let outcome = self
-            .atomic_locked(live, tables, &mut lock_a, timeout, locked_at)
-            .await;
-        if outcome.is_err() {
-            // Session A still holds the locks: drop the sentry, unlock, and the original stays.
-            let _ = tables.drop_sentry_and_unlock(&mut lock_a).await;
-        }
-        let _ = lock_a.disconnect().await;
-        outcome
-    }
-
-    async fn atomic_locked(
-        &mut self,
-        live: &mut Live,
-        tables: &CutOverTables,
-        lock_a: &mut Conn,
-        timeout: Duration,
-        locked_at: Instant,
-    ) -> Result<Duration> {
-        let marker = format!(
-            "{STATE_ALL_EVENTS_UP_TO_LOCK}:{}",
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
-        );
-        self.changelog()
-            .write_state(&mut self.ddl_conn, &marker)
-            .await?;
-        self.wait_for_state(live, &marker, Wait::Total(timeout))
-            .await?;
-        self.cut_over_position = live.last_commit.clone();
-        if self.cfg.include_triggers {
-            self.create_ghost_triggers().await?;
-        }
-
-        let mut rename_b = self.applier_cfg.connect().await?;
-        rename_b
-            .query_drop(format!(
-                "SET SESSION lock_wait_timeout = {}",
-                timeout.as_secs().max(1)
-            ))
-            .await
-            .sql_context(|| "setting the RENAME's lock timeout".into())?;
-        let rename_id = rename_b.id();
-        let swap = tables.swap_sql();
-        let rename = tokio::spawn(async move {
-            let result = rename_b.query_drop(swap).await;
-            let _ = rename_b.disconnect().await;
-            result
-        });
-        if let Err(e) = tables
-            .wait_rename_blocked(&mut self.ddl_conn, rename_id, timeout)
-            .await
-        {
-            // Make sure the RENAME cannot run after we let go of the lock.
-            let _ = self
-                .ddl_conn
-                .query_drop(format!("KILL QUERY {rename_id}"))
-                .await;
-            let _ = rename.await;
-            return Err(e);
-        }
-        tables.drop_sentry(lock_a).await?;
-        // A session of its own: the probe sets a zero lock wait.
-        let mut probe = self.applier_cfg.connect().await?;
-        let queued = tables
-            .wait_rename_queued_on_original(
-                &mut probe,
-                rename_id,
-                self.server.is_mariadb(),
-                timeout,
-            )
-            .await;
-        let _ = probe.disconnect().await;
-        if let Err(e) = queued {
-            // The RENAME must not run after we let go: stop it, then unlock (the original stays).
-            let _ = self
-                .ddl_conn
-                .query_drop(format!("KILL QUERY {rename_id}"))
-                .await;
-            let _ = rename.await;
-            let _ = tables.unlock(lock_a).await;
-            return Err(e);
-        }
-        tables.unlock(lock_a).await?;
-        let renamed = rename
-            .await
-            .map_err(|e| EngineError::CutOver(format!("the RENAME task failed: {e}")))?;
-        let blocked = locked_at.elapsed();
-        renamed.map_err(|e| EngineError::CutOver(format!("RENAME failed: {e}")))?;
-        info!(blocked_ms = blocked.as_millis() as u64, "tables swapped");
-        self.progress
-            .send_modify(|p| p.cut_over_lock_millis = Some(blocked.as_millis() as u64));
-        Ok(blocked)
-    }
-
-    async fn two_step_cut_over(
-        &mut self,
-        live: &mut Live,
-        tables: &CutOverTables,
-    ) -> Result<Duration> {
-        let mut lock_conn = self.applier_cfg.connect().await?;
-        lock_conn
-            .query_drop(format!(
-                "LOCK TABLES {} WRITE",
-                qualified(&tables.schema, &tables.original)
-            ))
-            .await
-            .sql_context(|| "LOCK TABLES for the two-step cut-over".into())?;
-        let locked_at = Instant::now();
-        let marker = format!(
-            "{STATE_ALL_EVENTS_UP_TO_LOCK}:{}",
-            chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
-        );
-        let result = async {
-            self.changelog()
-                .write_state(&mut self.ddl_conn, &marker)
-                .await?;
-            self.wait_for_state(live, &marker, Wait::Total(self.cfg.cut_over_lock_timeout))
-                .await?;
-            self.cut_over_position = live.last_commit.clone();
-            if self.cfg.include_triggers {
-                self.create_ghost_triggers().await?;
-            }
-            tables.two_step(&mut lock_conn, &mut self.ddl_conn).await
-        }
-        .await;
-        if result.is_err() {
-            let _ = lock_conn.query_drop("UNLOCK TABLES").await;
-        }
-        let _ = lock_conn.disconnect().await;
-        result.map(|()| locked_at.elapsed())
-    }
-
-    async fn create_ghost_triggers(&mut self) -> Result<()> {
-        for trigger in self.triggers.clone() {
-            let name = ghost_trigger_name(
-                &trigger.name,
-                &self.cfg.trigger_suffix,
-                self.cfg.remove_trigger_suffix_if_exists,
-            );
-            if !["INSERT", "UPDATE", "DELETE"]
-                .contains(&trigger.event.to_ascii_uppercase().as_str())
-                || !["BEFORE", "AFTER"].contains(&trigger.timing.to_ascii_uppercase().as_str())
-            {
-                return Err(EngineError::Refused(format!(
-                    "trigger `{}` has an unexpected event/timing",
-                    trigger.name
-                )));
-            }
-            self.ddl_conn
-                .query_drop(format!(
-                    "CREATE TRIGGER {} {} {} ON {} FOR EACH ROW {}",
-                    qualified(&self.cfg.database, &name),
-                    trigger.timing,
-                    trigger.event,
-                    self.ghost_name(),
-                    trigger.statement
-                ))
-                .await
-                .sql_context(|| format!("creating trigger {name} on the ghost table"))?;
-        }
-        Ok(())
-    }
-
     async fn finish(&mut self, live: &mut Live) -> Result<()> {
         self.changelog()
             .write_state(&mut self.ddl_conn, STATE_MIGRATED)
@@ -1579,6 +1515,7 @@ impl Run {
             rows_copied: p.rows_copied,
             events_applied: p.events_applied,
             is_cut_over,
+            run: Some(self.run_fingerprint.clone()),
         }
     }
 
@@ -1674,17 +1611,15 @@ impl Run {
         for name in &self.own_tables() {
             drop_table_if_exists(&mut conn, &self.cfg.database, name).await?;
         }
-        // The sentry, only if it is ours.
-        let comment: Option<String> = conn
-            .exec_first(
-                "SELECT TABLE_COMMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-                (&self.cfg.database, &self.names.old),
-            )
-            .await
-            .sql_context(|| "looking for the sentry".into())?;
-        if comment.as_deref() == Some(super::cutover::SENTRY_COMMENT) {
-            drop_table_if_exists(&mut conn, &self.cfg.database, &self.names.old).await?;
-        }
+        // The cut-over's gates, and an older version's sentry, only if they are ours.
+        self.cut_over_tables().drop_gates(&mut conn).await?;
+        cutover::drop_if_comment(
+            &mut conn,
+            &self.cfg.database,
+            &self.names.old,
+            SENTRY_COMMENT,
+        )
+        .await?;
         self.created_tables = false;
         Ok(())
     }
@@ -1696,6 +1631,87 @@ impl Run {
             .query_drop("SELECT RELEASE_ALL_LOCKS()")
             .await;
     }
+}
+
+/// The migration's long-lived sessions on the applier, each opened with the settings it needs.
+#[derive(Clone, Debug)]
+struct Sessions {
+    /// DDL, changelog and checkpoints: zero dates allowed with `--allow-zero-in-date`, so tables
+    /// with zero-date defaults can be created and altered.
+    ddl: SessionFactory,
+    /// Row copy: the server's time zone and the migration's sql_mode.
+    copy: SessionFactory,
+    /// Binlog apply: raw bytes for text, UTC for TIMESTAMP.
+    apply: SessionFactory,
+}
+
+impl Sessions {
+    fn new(applier: &ConnectionConfig, cfg: &MigrationConfig) -> Self {
+        let strict = !cfg.skip_strict_mode;
+        let mode = sql_mode_expression(cfg.allow_zero_in_date, strict);
+        let ddl_init = if cfg.allow_zero_in_date {
+            vec![format!(
+                "SET SESSION sql_mode = {}",
+                sql_mode_expression(true, false)
+            )]
+        } else {
+            Vec::new()
+        };
+        Self {
+            ddl: SessionFactory::new(applier.clone(), ddl_init),
+            copy: SessionFactory::new(
+                applier.clone(),
+                vec![format!(
+                    "SET SESSION time_zone = @@global.time_zone, sql_mode = {mode}"
+                )],
+            ),
+            apply: SessionFactory::new(
+                applier.clone(),
+                vec![format!(
+                    "SET NAMES binary, time_zone = '+00:00', sql_mode = {mode}"
+                )],
+            ),
+        }
+    }
+}
+
+/// Original columns that exist in the ghost table (through renames), minus dropped and generated
+/// ones: (original name, ghost name).
+fn shared_columns(
+    original: &TableSchema,
+    alter: &AlterStatement,
+    skip_renamed_columns: bool,
+    ghost: &TableSchema,
+) -> Result<Vec<(String, String)>> {
+    let mut map = Vec::new();
+    for column in &original.columns {
+        if column.generated {
+            continue;
+        }
+        let renamed = alter
+            .renamed_columns
+            .iter()
+            .any(|(old, _)| old.eq_ignore_ascii_case(&column.name));
+        if renamed && skip_renamed_columns {
+            continue;
+        }
+        let Some(ghost_name) = alter.ghost_name_of(&column.name) else {
+            continue;
+        };
+        let Some(index) = ghost.column_index(&ghost_name) else {
+            continue;
+        };
+        if ghost.columns[index].generated {
+            continue;
+        }
+        map.push((column.name.clone(), ghost.columns[index].name.clone()));
+    }
+    if map.is_empty() {
+        return Err(EngineError::Refused(
+            "the table and the ALTER's result share no column; nothing could be copied".into(),
+        ));
+    }
+    Ok(map)
 }
 
 /// The applier: the replica itself for test/migrate-on-replica, else the primary (given, or read
@@ -1890,29 +1906,87 @@ async fn read_cut_over_checkpoint(
         .ok_or_else(missing)
 }
 
-/// `--resume`: the ghost and changelog tables must still be there, and a checkpoint.
+/// `--resume`: the ghost and changelog tables must still be there, and a checkpoint. The inner
+/// error says why there is nothing to resume.
 async fn read_resume_checkpoint(
     conn: &mut Conn,
     cfg: &MigrationConfig,
     names: &TableNames,
-) -> Result<Checkpoint> {
+) -> Result<std::result::Result<Checkpoint, String>> {
     for name in [&names.ghost, &names.changelog, &names.checkpoint] {
         if !inspector::table_exists(conn, &cfg.database, name).await? {
-            return Err(EngineError::Refused(format!(
-                "--resume: table {} is missing, so there is nothing to resume; run without --resume to start over",
+            return Ok(Err(format!(
+                "table {} is missing",
                 qualified(&cfg.database, name)
             )));
         }
     }
-    CheckpointTable::new(&cfg.database, &names.checkpoint)
+    let latest = CheckpointTable::new(&cfg.database, &names.checkpoint)
         .latest(conn)
-        .await?
-        .ok_or_else(|| {
-            EngineError::Refused(format!(
-                "--resume: {} has no checkpoint yet; run without --resume to start over",
-                qualified(&cfg.database, &names.checkpoint)
-            ))
+        .await?;
+    Ok(latest.ok_or_else(|| {
+        format!(
+            "{} has no checkpoint yet",
+            qualified(&cfg.database, &names.checkpoint)
+        )
+    }))
+}
+
+/// What a run does, as its checkpoints record it: the table, the ALTER and the options that
+/// change the result. A resume must do the same.
+fn run_fingerprint(cfg: &MigrationConfig, alter: &AlterStatement) -> String {
+    let options: String = alter
+        .options
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    serde_json::json!({
+        "database": cfg.database,
+        "table": cfg.table,
+        "alter": options,
+        "approve-renamed-columns": cfg.approve_renamed_columns,
+        "skip-renamed-columns": cfg.skip_renamed_columns,
+        "discard-foreign-keys": cfg.discard_foreign_keys,
+        "allow-zero-in-date": cfg.allow_zero_in_date,
+        "include-triggers": cfg.include_triggers,
+        "trigger-suffix": cfg.trigger_suffix,
+        "force-table-names": cfg.force_table_names,
+    })
+    .to_string()
+}
+
+/// Refuses to resume a checkpoint written by a run that did something else.
+fn check_same_run(checkpoint: &Checkpoint, now: &str, names: &TableNames) -> Result<()> {
+    let Some(then) = checkpoint.run.as_deref() else {
+        return Ok(());
+    };
+    if then == now {
+        return Ok(());
+    }
+    let parse = |text: &str| {
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).unwrap_or_default()
+    };
+    let (then, now) = (parse(then), parse(now));
+    let differences: Vec<String> = now
+        .iter()
+        .filter(|(k, v)| then.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            format!(
+                "--{k} was {} and is now {v}",
+                then.get(k)
+                    .map_or_else(|| "unset".to_string(), ToString::to_string)
+            )
         })
+        .collect();
+    Err(EngineError::Refused(format!(
+        "--resume: the checkpoint in {} belongs to a run that did something else ({}): resume with that run's command, \
+         or drop {}, {} and {} and start over without --resume",
+        names.checkpoint,
+        differences.join("; "),
+        names.ghost,
+        names.changelog,
+        names.checkpoint
+    )))
 }
 
 /// With binary logging on, CREATE TRIGGER needs SUPER or log_bin_trust_function_creators: find out

@@ -12,6 +12,7 @@ pub mod config;
 pub mod conn;
 pub mod controls;
 pub mod copier;
+pub mod crash_point;
 pub mod cutover;
 pub mod ddl;
 pub mod dialect;

@@ -173,7 +173,7 @@ impl BinlogStreamer {
         let tables = cfg
             .tables
             .iter()
-            .map(|t| ((t.schema.clone(), t.name.clone()), t.clone()))
+            .map(|t| (table_key(&server, &t.schema, &t.name), t.clone()))
             .collect();
         let resume = BinlogPosition {
             coordinates: coordinates.clone(),
@@ -398,7 +398,8 @@ impl BinlogStreamer {
                     self.commit(log_pos);
                 } else {
                     let schema = query.schema().into_owned();
-                    let followed = self.tables.keys().any(|(s, _)| *s == schema);
+                    let (folded, _) = table_key(&self.server, &schema, "");
+                    let followed = self.tables.keys().any(|(s, _)| *s == folded);
                     if followed && log_pos != 0 && !self.already_delivered(log_pos) {
                         self.pending.push_back(StreamItem::Statement {
                             schema,
@@ -490,10 +491,7 @@ impl BinlogStreamer {
                 self.file
             )));
         };
-        let key = (
-            tme.database_name().into_owned(),
-            tme.table_name().into_owned(),
-        );
+        let key = table_key(&self.server, &tme.database_name(), &tme.table_name());
         let Some(table) = self.tables.get(&key).cloned() else {
             return Ok(());
         };
@@ -559,6 +557,16 @@ impl BinlogStreamer {
 
     fn mark_delivered(&mut self, log_pos: u64) {
         self.delivered_through = Some(BinlogCoordinates::new(&self.file, log_pos));
+    }
+}
+
+/// How the followed tables are looked up: as the server compares names (folded to lower case
+/// under `lower_case_table_names` 1 and 2).
+fn table_key(server: &ServerInfo, schema: &str, table: &str) -> (String, String) {
+    if server.folds_table_names() {
+        (schema.to_lowercase(), table.to_lowercase())
+    } else {
+        (schema.to_string(), table.to_string())
     }
 }
 

@@ -319,7 +319,15 @@ fn log_change(old: &ThrottleVerdict, new: &ThrottleVerdict) {
             "critical load reached"
         );
     }
-    if new.throttled && (!old.throttled || old.reason != new.reason) {
+    // A measured value in the reason (lag=5.3s, Threads_running=31) changes at every check: log
+    // when the reason itself changes, not each new figure.
+    let kind = |reason: &str| -> String {
+        reason
+            .chars()
+            .filter(|c| !c.is_ascii_digit() && *c != '.')
+            .collect()
+    };
+    if new.throttled && (!old.throttled || kind(&old.reason) != kind(&new.reason)) {
         info!(reason = %new.reason, "throttled");
     } else if !new.throttled && old.throttled {
         info!(previous = %old.reason, "throttle lifted");

@@ -306,6 +306,7 @@ fn describe(outcome: &Outcome) -> String {
             cut_over_lock.as_millis()
         ),
         Outcome::Instant => "altered in place with ALGORITHM=INSTANT".to_string(),
+        Outcome::Recovered(report) => format!("migrated: {}", report.summary()),
         Outcome::DryRun { .. } => {
             "rehearsal complete (execute: false): the migration is valid; nothing was changed"
                 .to_string()

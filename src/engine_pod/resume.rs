@@ -5,20 +5,25 @@
 use crate::engine::Result;
 use crate::engine::checkpoint::CheckpointTable;
 use crate::engine::conn::ConnectionConfig;
+use crate::engine::dialect::ServerInfo;
 use crate::engine::inspector;
+use crate::engine::migration::recover::has_unfinished_cut_over;
 use crate::engine::names::TableNames;
 
 /// True when `database.table` has a migration to resume: the same tables the engine's resume
-/// requires, plus a checkpoint in the checkpoint table. `conn` is the server the migration
-/// writes to (the primary).
+/// requires, plus a checkpoint in the checkpoint table; or a cut-over the previous pod got past
+/// the swap of and did not finish. `conn` is the server the migration writes to (the primary).
 pub async fn has_resumable_checkpoint(
     conn: &ConnectionConfig,
     database: &str,
     table: &str,
 ) -> Result<bool> {
+    let mut session = conn.connect().await?;
+    let server = ServerInfo::detect(&mut session).await?;
+    let (database, table) = (server.stored_name(database), server.stored_name(table));
+    let (database, table) = (database.as_str(), table.as_str());
     // The pod never forces table names, so the engine's default names apply.
     let names = TableNames::new(table, None, None);
-    let mut session = conn.connect().await?;
     let mut found = true;
     for name in [&names.ghost, &names.changelog, &names.checkpoint] {
         if !inspector::table_exists(&mut session, database, name).await? {
@@ -34,5 +39,8 @@ pub async fn has_resumable_checkpoint(
     }
     // A failed goodbye changes nothing: the server drops the session either way.
     let _ = session.disconnect().await;
+    if !found {
+        found = has_unfinished_cut_over(conn, database, table).await?;
+    }
     Ok(found)
 }

@@ -9,13 +9,21 @@
 //! - `GET  /metrics`, `GET /healthz`.
 //!
 //! Answers to actions are `{"ok": bool, "message": "..."}`; refusals use 4xx codes.
+//!
+//! Access ([`HttpAccess`]): with a token, every endpoint but `/healthz` wants
+//! `Authorization: Bearer <token>` (compared in constant time); `ghost migrate` requires one for
+//! any address that is not loopback. `throttleQuery` (SQL run on the primary with ghost's
+//! grants) cannot be set over HTTP unless allowed.
 
 use std::io;
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRef, Query, Request, State};
 use axum::http::{Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -173,7 +181,69 @@ pub fn status_view(plane: &ControlPlane) -> StatusView {
     }
 }
 
+/// Who may use the HTTP API, and what over it.
+#[derive(Clone, Debug, Default)]
+pub struct HttpAccess {
+    /// When set, clients must send `Authorization: Bearer <token>`.
+    pub token: Option<Arc<str>>,
+    /// `PUT /api/controls` may set `throttleQuery`, which runs SQL on the primary.
+    pub allow_sql: bool,
+}
+
+/// The router's state: the migration's controls and the access rules.
+#[derive(Clone)]
+struct ApiState {
+    plane: ControlPlane,
+    access: HttpAccess,
+}
+
+impl FromRef<ApiState> for ControlPlane {
+    fn from_ref(state: &ApiState) -> Self {
+        state.plane.clone()
+    }
+}
+
+/// Equal in time that does not depend on where the values differ: both sides are hashed first,
+/// so the comparison always covers 32 bytes.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let Some(token) = state.access.token.as_deref() else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == "/healthz" {
+        return next.run(request).await;
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if same_secret(given.as_bytes(), token.as_bytes()) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"ok": false, "message": "send the token of --http-token-file as Authorization: Bearer <token>"})),
+    )
+        .into_response()
+}
+
 pub fn router(plane: ControlPlane) -> Router {
+    router_with(plane, HttpAccess::default())
+}
+
+pub fn router_with(plane: ControlPlane, access: HttpAccess) -> Router {
+    let state = ApiState { plane, access };
     Router::new()
         .route("/api/status", get(get_status))
         .route("/api/throttle", post(post_throttle))
@@ -184,23 +254,41 @@ pub fn router(plane: ControlPlane) -> Router {
         .route("/metrics", get(get_metrics))
         .route("/healthz", get(healthz))
         .fallback(not_found)
-        .with_state(plane)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
 }
 
 /// Binds `addr` and serves until the task is aborted.
-pub async fn serve_http(addr: SocketAddr, plane: ControlPlane) -> io::Result<()> {
+pub async fn serve_http(
+    addr: SocketAddr,
+    plane: ControlPlane,
+    access: HttpAccess,
+) -> io::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    serve_http_listener(listener, plane).await
+    serve_http_listener_with(listener, plane, access).await
 }
 
-/// Serves on an already bound listener.
+/// Serves on an already bound listener, without a token and without SQL controls.
 pub async fn serve_http_listener(listener: TcpListener, plane: ControlPlane) -> io::Result<()> {
+    serve_http_listener_with(listener, plane, HttpAccess::default()).await
+}
+
+pub async fn serve_http_listener_with(
+    listener: TcpListener,
+    plane: ControlPlane,
+    access: HttpAccess,
+) -> io::Result<()> {
     if let Ok(addr) = listener.local_addr() {
-        info!(address = %addr, "serving the HTTP API");
+        info!(
+            address = %addr,
+            token = access.token.is_some(),
+            sql_controls = access.allow_sql,
+            "serving the HTTP API"
+        );
     }
-    axum::serve(listener, router(plane)).await
+    axum::serve(listener, router_with(plane, access)).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -239,7 +327,18 @@ async fn post_panic(State(plane): State<ControlPlane>, Query(p): Query<TablePara
     answer(commands::panic(&plane, &p.table))
 }
 
-async fn put_controls(State(plane): State<ControlPlane>, body: Bytes) -> Response {
+async fn put_controls(State(state): State<ApiState>, body: Bytes) -> Response {
+    let plane = state.plane;
+    if !state.access.allow_sql && sets_sql_control(&body) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({
+                "ok": false,
+                "message": "throttleQuery runs SQL on the primary with ghost's grants: it cannot be set over HTTP unless ghost runs with --http-allow-sql (use the unix socket instead)"
+            })),
+        )
+            .into_response();
+    }
     match apply_patch(&plane, &body) {
         Ok(message) => Json(json!({
             "ok": true,
@@ -287,6 +386,14 @@ fn error_response(error: &CommandError) -> Response {
         Json(json!({"ok": false, "message": error.to_string()})),
     )
         .into_response()
+}
+
+/// The body sets a control that runs SQL.
+fn sets_sql_control(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.as_object().map(|o| o.contains_key("throttleQuery")))
+        .unwrap_or(false)
 }
 
 /// `PUT /api/controls`: parses every field first and changes nothing unless all are valid.

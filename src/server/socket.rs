@@ -48,13 +48,18 @@ impl Drop for SocketFileGuard {
     }
 }
 
-/// Binds the unix socket. A file already there is left alone (it may belong to a running
-/// migration): the error says how to clear a stale one. Must run inside a tokio runtime.
+/// Binds the unix socket. A socket file whose owner is gone (nothing accepts on it: a killed
+/// run) is replaced; one that a live process serves is refused. Must run inside a tokio
+/// runtime.
 pub fn bind_unix(path: &Path) -> io::Result<(UnixListener, SocketFileGuard)> {
+    if is_stale_socket(path) {
+        info!(socket = %path.display(), "replacing a stale socket file: the process that served it is gone");
+        std::fs::remove_file(path)?;
+    }
     let listener = UnixListener::bind(path).map_err(|e| {
         let message = if e.kind() == io::ErrorKind::AddrInUse {
             format!(
-                "cannot listen on {}: the file exists; is another migration running? If not, remove it or pass --initially-drop-socket-file",
+                "cannot listen on {}: another process serves it; is another migration of this table running? If not, remove the file or pass --initially-drop-socket-file",
                 path.display()
             )
         } else {
@@ -69,6 +74,21 @@ pub fn bind_unix(path: &Path) -> io::Result<(UnixListener, SocketFileGuard)> {
             path: path.to_path_buf(),
         },
     ))
+}
+
+/// True when `path` is a socket that nobody accepts on: connecting is refused.
+fn is_stale_socket(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.file_type().is_socket() {
+        return false;
+    }
+    matches!(
+        std::os::unix::net::UnixStream::connect(path),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused
+    )
 }
 
 /// Binds `path` and serves commands until the task is aborted; the file is removed then.

@@ -23,6 +23,26 @@ pub fn insert_ignore_into(table: &str, columns: &[ColumnSlot]) -> String {
     )
 }
 
+/// `REPLACE INTO t (a, b) VALUES (?, ?)`: the row image wins over whatever holds its key or a
+/// value of another unique key. Used only when every unique key of the target is one the source
+/// enforces too, so a collision can only be with a stale value a later change moves away.
+pub fn replace_into(table: &str, columns: &[ColumnSlot]) -> String {
+    let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let values: Vec<&str> = columns.iter().map(|c| c.placeholder.as_str()).collect();
+    format!(
+        "REPLACE INTO {table} ({}) VALUES ({})",
+        names.join(", "),
+        values.join(", ")
+    )
+}
+
+/// `SELECT COUNT(*) FROM t WHERE k <=> ? [AND a <=> ? ...]`: whether a row with this key (and,
+/// given `columns`, exactly these values) is there.
+pub fn count_matching(table: &str, key: &[ColumnSlot], columns: &[ColumnSlot]) -> String {
+    let all: Vec<ColumnSlot> = key.iter().chain(columns).cloned().collect();
+    format!("SELECT COUNT(*) FROM {table} WHERE {}", key_condition(&all))
+}
+
 /// `DELETE FROM t WHERE a <=> ? AND b <=> ?`
 pub fn delete_by_key(table: &str, key: &[ColumnSlot]) -> String {
     format!("DELETE FROM {table} WHERE {}", key_condition(key))
@@ -75,6 +95,14 @@ mod tests {
         assert_eq!(
             update_by_key("`d`.`t`", &cols, &[slot("a", "?"), slot("b", "?")]),
             "UPDATE `d`.`t` SET `id` = ?, `na``me` = CONVERT(? USING latin1) WHERE `a` <=> ? AND `b` <=> ?"
+        );
+        assert_eq!(
+            replace_into("`d`.`t`", &cols),
+            "REPLACE INTO `d`.`t` (`id`, `na``me`) VALUES (?, CONVERT(? USING latin1))"
+        );
+        assert_eq!(
+            count_matching("`d`.`t`", &key, &cols[1..]),
+            "SELECT COUNT(*) FROM `d`.`t` WHERE `id` <=> ? AND `na``me` <=> CONVERT(? USING latin1)"
         );
     }
 }

@@ -1,6 +1,10 @@
 //! Shared by the integration tests: where the MariaDB topology is, and a throwaway schema per test.
 #![allow(dead_code)]
 
+pub mod fault;
+pub mod model;
+pub mod proxy;
+
 use ghost::engine::conn::{ConnectionConfig, Secret};
 use mysql_async::prelude::Queryable;
 
@@ -46,6 +50,15 @@ pub fn primary_admin() -> ConnectionConfig {
         user: env_or("GHOST_TEST_ADMIN_USER", "ghost_admin"),
         password: Secret::new(env_or("GHOST_TEST_ADMIN_PASSWORD", "ghost-admin-pass")),
         ..primary()
+    }
+}
+
+/// The all-privileges test user on `server` (primary or replica).
+pub fn admin_of(server: &ConnectionConfig) -> ConnectionConfig {
+    ConnectionConfig {
+        user: env_or("GHOST_TEST_ADMIN_USER", "ghost_admin"),
+        password: Secret::new(env_or("GHOST_TEST_ADMIN_PASSWORD", "ghost-admin-pass")),
+        ..server.clone()
     }
 }
 

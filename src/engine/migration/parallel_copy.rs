@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use super::{Live, MovingRate, Run};
+use crate::engine::checksum::KeyRange;
 use crate::engine::chunk_size::ChunkSizer;
 use crate::engine::copier::{ChunkResult, KeyTuple};
 use crate::engine::error::{EngineError, Result};
@@ -48,6 +49,7 @@ impl Run {
         let mut retry: VecDeque<u64> = VecDeque::new();
         let mut running: JoinSet<Finished> = JoinSet::new();
         let mut next_seq = 0u64;
+        let mut open_failures = 0u32;
         let mut exhausted = false;
         let (mut rate, mut sizer) = self.copy_pace();
         loop {
@@ -75,6 +77,21 @@ impl Run {
                 self.drain_events(live, 10).await?;
             }
             let wants_chunk = !retry.is_empty() || !exhausted;
+            if !throttled && wants_chunk && idle.is_empty() && running.is_empty() {
+                // Every session was lost (a restarted server): open one again, within the
+                // retry budget.
+                match self.open_copy_session().await {
+                    Ok(conn) => {
+                        open_failures = 0;
+                        idle.push(conn);
+                    }
+                    Err(e) => {
+                        open_failures += 1;
+                        self.retry_or_fail("opening a copy session", open_failures, e)
+                            .await?;
+                    }
+                }
+            }
             if !throttled && wants_chunk {
                 if let Some(conn) = idle.pop() {
                     let seq = match retry.pop_front() {
@@ -176,12 +193,23 @@ impl Run {
             joined.map_err(|e| EngineError::Stream(format!("a copy worker stopped: {e}")))?;
         match conn {
             Some(conn) => idle.push(conn),
-            None => idle.push(self.open_copy_session().await?),
+            // A server that is away (restarting) is waited for like a failed chunk: the next
+            // attempt opens the session again.
+            None => match self.open_copy_session().await {
+                Ok(conn) => idle.push(conn),
+                Err(e) => warn!(error = %e, "cannot open a copy session yet"),
+            },
         }
         match result {
             Ok(done) => {
                 if let Some(chunk) = chunks.get_mut(&seq) {
                     chunk.done = true;
+                    if done.skipped_on_other_key {
+                        live.skipped_ranges.push(KeyRange {
+                            after: (!chunk.first).then(|| chunk.lower.clone()),
+                            through: Some(chunk.upper.clone()),
+                        });
+                    }
                 }
                 sizer.observe(done.elapsed);
                 self.chunk_copied(rate, sizer, &done);

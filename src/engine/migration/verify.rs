@@ -19,10 +19,20 @@ const MAX_ROUNDS: u32 = 3;
 const LOCK_ATTEMPTS: u32 = 5;
 
 impl Run {
-    /// Compares both tables when `cfg.checksum` is on; Ok once they match.
+    /// Compares both tables when `cfg.checksum` is on; with it off, still the chunks whose copy
+    /// skipped a row on another unique key. Ok once they match.
     pub(super) async fn verify(&mut self, live: &mut Live) -> Result<()> {
-        let Some(plan) = live.checksum.clone() else {
-            return Ok(());
+        let skipped = std::mem::take(&mut live.skipped_ranges);
+        let (plan, mut only) = match (live.checksum.clone(), skipped.is_empty()) {
+            (Some(plan), _) => (plan, None),
+            (None, false) => {
+                info!(
+                    chunks = skipped.len(),
+                    "the row copy skipped rows whose unique value another row held; checking those chunks"
+                );
+                (live.verify_plan.clone(), Some(skipped))
+            }
+            (None, true) => return Ok(()),
         };
         self.progress.send_modify(|p| {
             p.phase = Phase::Verifying;
@@ -34,10 +44,9 @@ impl Run {
                 "checksum: columns whose type the ALTER changes are counted, not compared"
             );
         }
-        let mut only: Option<Vec<KeyRange>> = None;
         for round in 1..=MAX_ROUNDS {
             let differing = self
-                .checksum_pass(live, &plan, only.as_deref(), round)
+                .checksum_pass_retrying(live, &plan, only.as_deref(), round)
                 .await?;
             self.progress.send_modify(|p| p.checksum_passes = round);
             if differing.is_empty() {
@@ -52,21 +61,64 @@ impl Run {
             );
             for range in &differing {
                 self.check_abort()?;
-                let rows = plan.recopy(&mut live.copy_conn, range).await?;
+                let mut attempt = 0;
+                let rows = loop {
+                    attempt += 1;
+                    match plan.recopy(&mut live.copy_conn, range).await {
+                        Ok(rows) => break rows,
+                        Err(e) => {
+                            self.retry_or_fail("copying a chunk again", attempt, e)
+                                .await?;
+                            self.revive_sessions(live).await;
+                        }
+                    }
+                };
                 self.progress.send_modify(|p| p.chunks_recopied += 1);
                 info!(?range, rows, "checksum: chunk copied again");
                 self.drain_events(live, 10).await?;
             }
             only = Some(differing);
         }
+        let first = only.and_then(|ranges| ranges.into_iter().next());
+        if live.checksum.is_none() {
+            return Err(EngineError::Checksum(format!(
+                "rows the copy skipped, because another row of the new table held one of their \
+                 unique values, are still missing after {MAX_ROUNDS} rounds of copying them again \
+                 (first chunk: {first:?}): the new table's unique keys do not hold for the table's \
+                 data (e.g. a new UNIQUE key over duplicate values); remove the duplicates or the \
+                 key from the ALTER, then run again; the original is untouched"
+            )));
+        }
         Err(EngineError::Checksum(format!(
             "the ghost table still differs from the original after {MAX_ROUNDS} rounds of copying \
-             the differing chunks again (first: {:?}); the original is untouched — look for \
+             the differing chunks again (first: {first:?}); the original is untouched — look for \
              writes to the ghost table from outside the migration, or an ALTER that changes \
              values (e.g. a new UNIQUE key over duplicates), then run again; \
-             --checksum=false skips this gate",
-            only.and_then(|ranges| ranges.into_iter().next())
+             --checksum=false skips this gate"
         )))
+    }
+
+    /// A pass, repeated at a new consistent point when a session or the server goes away, within
+    /// the retry budget.
+    async fn checksum_pass_retrying(
+        &mut self,
+        live: &mut Live,
+        plan: &ChecksumPlan,
+        only: Option<&[KeyRange]>,
+        round: u32,
+    ) -> Result<Vec<KeyRange>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.checksum_pass(live, plan, only, round).await {
+                Ok(differing) => return Ok(differing),
+                Err(e @ (EngineError::Cancelled(_) | EngineError::Checksum(_))) => return Err(e),
+                Err(e) => {
+                    self.retry_or_fail("the checksum", attempt, e).await?;
+                    self.revive_sessions(live).await;
+                }
+            }
+        }
     }
 
     /// One comparison at a new consistent point, of the whole table (`only` None) or of the

@@ -1,0 +1,250 @@
+//! The fault suite: migrations under writers that keep an exact record of every acknowledged
+//! write, while the engine is killed (SIGKILL) at every step of the cut-over and at random
+//! moments, its connections are killed, the network stalls and resets, and the servers restart.
+//! After each fault the migration is resumed (`--resume`) to the end, and the table must hold
+//! exactly what the writers were told they wrote.
+//!
+//! Knobs: `GHOST_FAULT_TRIALS` (trials per cut-over step, default 20), `GHOST_FAULT_RANDOM_KILLS`
+//! (random-moment kills, default 20). Each test prints `kills survived, faults injected, rows
+//! compared, mismatches`; the summary also goes to `$CARGO_TARGET_DIR/tmp/faults/summary.txt`.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use common::fault::{Tally, Trial, describe, env_count, ghost};
+
+/// The steps a cut-over passes, per server algorithm (engine::cutover).
+fn cut_over_steps(server: &ghost::engine::dialect::ServerInfo) -> Vec<&'static str> {
+    use ghost::engine::dialect::CutOverAlgorithm;
+    match server.cut_over_algorithm() {
+        CutOverAlgorithm::GatedRename => vec![
+            "cut-over:gate-created",
+            "cut-over:locked",
+            "cut-over:marker-applied",
+            "cut-over:rename-queued",
+            "cut-over:sentry-dropped",
+            "cut-over:unlocked",
+            "cut-over:swapped",
+        ],
+        CutOverAlgorithm::LockedRename => vec![
+            "cut-over:locked",
+            "cut-over:marker-applied",
+            "cut-over:swapped",
+            "cut-over:unlocked",
+        ],
+    }
+}
+
+async fn server_info() -> ghost::engine::dialect::ServerInfo {
+    let mut conn = common::primary().connect().await.expect("primary");
+    let info = ghost::engine::dialect::ServerInfo::detect(&mut conn)
+        .await
+        .expect("server info");
+    let _ = conn.disconnect().await;
+    info
+}
+
+/// SIGKILL at every step of the cut-over, `GHOST_FAULT_TRIALS` times each, with writers
+/// running: the resumed run finishes, and no acknowledged write is missing or changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_at_every_cut_over_step() {
+    let trials = env_count("GHOST_FAULT_TRIALS", 20);
+    let server = server_info().await;
+    let tally = Arc::new(Tally::default());
+    for step in cut_over_steps(&server) {
+        let started = Instant::now();
+        // A few trials at once: each has its own schema, table and writers.
+        let mut pending = Vec::new();
+        for trial in 0..trials {
+            let tally = tally.clone();
+            pending.push(tokio::spawn(async move {
+                let t = Trial::start("cutkill").await;
+                t.die_at(step, &[], &tally);
+                let resumed = t.resume();
+                assert!(
+                    resumed.status.success(),
+                    "{step} trial {trial}: the resumed run failed: {}",
+                    describe(&resumed)
+                );
+                t.finish(&tally, &format!("{step} trial {trial}")).await;
+            }));
+            if pending.len() == 3 {
+                for p in pending.drain(..) {
+                    p.await.expect("trial");
+                }
+            }
+        }
+        for p in pending {
+            p.await.expect("trial");
+        }
+        println!(
+            "{step}: {trials} kills, every resumed run finished with the writers' record ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    tally.report("kill at every cut-over step");
+}
+
+/// Two-step cut-over: SIGKILL while locked, once the marker is applied, and between the two
+/// renames (the table is briefly absent there): the resumed run completes the swap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_at_every_two_step_cut_over_step() {
+    let trials = (env_count("GHOST_FAULT_TRIALS", 20) / 4).max(3);
+    let tally = Tally::default();
+    for step in [
+        "cut-over:locked",
+        "cut-over:marker-applied",
+        "two-step:original-renamed",
+    ] {
+        for trial in 0..trials {
+            let t = Trial::start("twostep").await;
+            t.die_at(step, &["--cut-over=two-step"], &tally);
+            let resumed = ghost(&t.schema.name, &["--cut-over=two-step", "--resume"])
+                .output()
+                .expect("resume");
+            assert!(
+                resumed.status.success(),
+                "{step} trial {trial}: the resumed run failed: {}",
+                describe(&resumed)
+            );
+            if step == "two-step:original-renamed" {
+                let out = String::from_utf8_lossy(&resumed.stdout);
+                assert!(
+                    out.contains("already migrated") && out.contains("swap is now complete"),
+                    "the resumed run should say it completed the half-done swap: {out}"
+                );
+            }
+            t.finish(&tally, &format!("two-step {step} trial {trial}"))
+                .await;
+        }
+    }
+    tally.report("kill at every two-step cut-over step");
+}
+
+/// The window the gated rename closes, opened by hand: the engine dies with the tables locked
+/// after the marker, the writers keep writing to the original, and then the tables are swapped
+/// without it (as gh-ost's RENAME could). The resumed run must find every one of those writes in
+/// the binlog, apply them to the live table, and say so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_that_reached_the_old_table_are_found_and_applied() {
+    let tally = Tally::default();
+    let t = Trial::start("leak").await;
+    let first = ghost(&t.schema.name, &[])
+        .env(ghost::engine::crash_point::ENV, "cut-over:marker-applied")
+        .output()
+        .expect("run ghost");
+    assert!(!first.status.success(), "{}", describe(&first));
+    tally.kills.fetch_add(1, Ordering::Relaxed);
+    // The writers go on writing to the original, after everything the engine applied.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let Trial { schema, writers } = t;
+    let (record, counts) = writers.stop().await;
+    let mut admin = schema.admin_config().connect().await.expect("admin");
+    use mysql_async::prelude::Queryable;
+    admin
+        .query_drop("RENAME TABLE t TO _t_del, _t_gho TO t")
+        .await
+        .expect("the swap by hand");
+    tally.faults.fetch_add(1, Ordering::Relaxed);
+    let resumed = ghost(&schema.name, &["--resume"]).output().expect("resume");
+    assert!(resumed.status.success(), "{}", describe(&resumed));
+    let out = String::from_utf8_lossy(&resumed.stdout).into_owned();
+    println!("{out}");
+    let leaked = out
+        .split(" write(s) reached the old table")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        leaked > 0
+            && out.contains(&format!(
+                "({leaked} applied now, 0 already present, 0 conflicting)"
+            )),
+        "every write after the marker must be found and applied: {out}"
+    );
+    let (rows, problems) = common::model::mismatches(&mut admin, "t", &record).await;
+    tally.record(rows, counts.acknowledged, problems.len());
+    assert!(problems.is_empty(), "{problems:?}");
+    let _ = admin.disconnect().await;
+    tally.report("writes that reached the old table");
+}
+
+/// Rows of the random-moment trials: the copy takes about half of a run.
+const RANDOM_ROWS: i64 = 8_000;
+
+/// SIGKILL at random moments (copy, checksum, a postponed cut-over, the cut-over), then resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_at_random_moments_and_resume() {
+    let kills = env_count("GHOST_FAULT_RANDOM_KILLS", 20);
+    let tally = Tally::default();
+    let mut phases: std::collections::BTreeMap<&str, u32> = Default::default();
+    // How long a whole run takes here: the kills fall anywhere from its start to its end.
+    let calibration = Trial::start_with("randkill", RANDOM_ROWS).await;
+    let started = Instant::now();
+    let whole = calibration.resume();
+    assert!(whole.status.success(), "{}", describe(&whole));
+    let run_time = started.elapsed();
+    calibration
+        .finish(&tally, "random trial 0 (calibration, not killed)")
+        .await;
+    println!("a whole run takes {run_time:?}");
+    let mut trial = 0;
+    while tally.kills.load(Ordering::Relaxed) < kills as u64 {
+        trial += 1;
+        assert!(
+            trial < kills * 3,
+            "too many runs finished before their kill"
+        );
+        let t = Trial::start_with("randkill", RANDOM_ROWS).await;
+        let postponed = trial % 4 == 0;
+        let flag = std::env::temp_dir().join(format!("ghost-postpone-{}", t.schema.name));
+        let mut extra = vec!["--chunk-size=100".to_string()];
+        if postponed {
+            std::fs::write(&flag, b"").expect("flag file");
+            extra.push(format!("--postpone-cut-over-flag-file={}", flag.display()));
+        }
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let mut run = common::fault::Running::spawn(ghost(&t.schema.name, &extra));
+        // Postponed runs wait after the copy and the checksum: kill those late.
+        let (low, high) = if postponed { (0.8, 1.5) } else { (0.05, 1.05) };
+        let delay = run_time.mul_f64(rand::random_range(low..high));
+        tokio::time::sleep(delay).await;
+        let finished = run.child.try_wait().expect("wait").is_some();
+        let _ = run.child.kill();
+        let (_, log) = run.finish(std::time::Duration::from_secs(10));
+        let _ = std::fs::remove_file(&flag);
+        if finished {
+            // Nothing to kill: it was faster. Its result must be right all the same.
+            t.finish(&tally, &format!("random trial {trial} (finished first)"))
+                .await;
+            continue;
+        }
+        let phase = if log.contains("tables swapped") {
+            "after the swap"
+        } else if log.contains("cut-over postponed") {
+            "postponed"
+        } else if log.contains("both tables match") {
+            "cut-over"
+        } else if log.contains("Row copy complete") {
+            "checksum"
+        } else {
+            "copy"
+        };
+        *phases.entry(phase).or_default() += 1;
+        tally.kills.fetch_add(1, Ordering::Relaxed);
+        let resumed = t.resume();
+        assert!(
+            resumed.status.success(),
+            "random trial {trial} killed during {phase} after {delay:?}: the resumed run failed: {}",
+            describe(&resumed)
+        );
+        t.finish(&tally, &format!("random trial {trial} ({phase})"))
+            .await;
+    }
+    println!("kills by phase: {phases:?}");
+    tally.report("kill at random moments");
+}
