@@ -22,7 +22,7 @@ async fn statement_binlog_format_is_refused() {
         .await
         .expect("set STATEMENT");
     let r = common::replica();
-    let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let out = Command::new(common::ghost_bin())
         .args([
             "migrate",
             &format!("--host={}", r.host),
@@ -86,7 +86,7 @@ async fn switch_to_rbr_sets_row_format_and_migrates() {
         .await
         .expect("set STATEMENT");
     let r = common::replica();
-    let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let out = Command::new(common::ghost_bin())
         .args([
             "migrate",
             &format!("--host={}", r.host),

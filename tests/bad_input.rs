@@ -13,7 +13,7 @@ struct Run {
 }
 
 fn ghost_migrate(args: &[String]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let out = Command::new(common::ghost_bin())
         .arg("migrate")
         .args(args)
         .output()
@@ -218,7 +218,7 @@ async fn leftover_ghost_table() {
 
 #[tokio::test]
 async fn unknown_flag_suggests_the_right_one() {
-    let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let out = Command::new(common::ghost_bin())
         .args(["migrate", "--chunck-size=100"])
         .output()
         .expect("run ghost");
@@ -308,7 +308,7 @@ async fn resume_with_another_alter() {
         "--checkpoint".to_string(),
         format!("--postpone-cut-over-flag-file={}", flag.display()),
     ]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let mut child = Command::new(common::ghost_bin())
         .arg("migrate")
         .args(&first)
         .stdout(std::process::Stdio::null())

@@ -74,7 +74,7 @@ fn migrate(schema: &str, dir: &Path, damage_sql: &str, extra: &[&str]) -> (i32, 
         "--verbose".into(),
     ]);
     args.extend(extra.iter().map(|s| s.to_string()));
-    let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let out = Command::new(common::ghost_bin())
         .args(&args)
         .env("DAMAGE_SQL", damage_sql)
         // Hooks never see the database password ghost was given (MYSQL_PWD, GHOST_PASSWORD):

@@ -173,78 +173,63 @@ async fn writes_that_reached_the_old_table_are_found_and_applied() {
     tally.report("writes that reached the old table");
 }
 
-/// Rows of the random-moment trials: the copy takes about half of a run.
+/// Rows of the random-moment trials.
 const RANDOM_ROWS: i64 = 8_000;
 
-/// SIGKILL at random moments (copy, checksum, a postponed cut-over, the cut-over), then resume.
+/// SIGKILL at random moments of each phase in turn (the copy, the checksum, a postponed
+/// cut-over, the cut-over), then resume: the kill comes a random delay after the log line that
+/// starts the phase.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_at_random_moments_and_resume() {
     let kills = env_count("GHOST_FAULT_RANDOM_KILLS", 20);
     let tally = Tally::default();
-    let mut phases: std::collections::BTreeMap<&str, u32> = Default::default();
-    // How long a whole run takes here: the kills fall anywhere from its start to its end.
-    let calibration = Trial::start_with("randkill", RANDOM_ROWS).await;
-    let started = Instant::now();
-    let whole = calibration.resume();
-    assert!(whole.status.success(), "{}", describe(&whole));
-    let run_time = started.elapsed();
-    calibration
-        .finish(&tally, "random trial 0 (calibration, not killed)")
-        .await;
-    println!("a whole run takes {run_time:?}");
-    let mut trial = 0;
-    while tally.kills.load(Ordering::Relaxed) < kills as u64 {
-        trial += 1;
-        assert!(
-            trial < kills * 3,
-            "too many runs finished before their kill"
-        );
+    // (phase, the log line that starts it, the largest delay after it in ms)
+    let phases = [
+        ("copy", "row copy starting", 400),
+        ("checksum", "Row copy complete", 150),
+        ("postponed", "cut-over postponed", 600),
+        ("cut-over", "both tables match", 40),
+    ];
+    let mut by_phase: std::collections::BTreeMap<&str, u32> = Default::default();
+    for trial in 0..kills {
+        let (phase, line, max_delay) = phases[trial % phases.len()];
         let t = Trial::start_with("randkill", RANDOM_ROWS).await;
-        let postponed = trial % 4 == 0;
         let flag = std::env::temp_dir().join(format!("ghost-postpone-{}", t.schema.name));
         let mut extra = vec!["--chunk-size=100".to_string()];
-        if postponed {
+        if phase == "postponed" {
             std::fs::write(&flag, b"").expect("flag file");
             extra.push(format!("--postpone-cut-over-flag-file={}", flag.display()));
         }
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let mut run = common::fault::Running::spawn(ghost(&t.schema.name, &extra));
-        // Postponed runs wait after the copy and the checksum: kill those late.
-        let (low, high) = if postponed { (0.8, 1.5) } else { (0.05, 1.05) };
-        let delay = run_time.mul_f64(rand::random_range(low..high));
+        assert!(
+            run.wait_for(line, std::time::Duration::from_secs(120)),
+            "trial {trial}: never saw {line:?}:\n{}",
+            common::fault::tail(&run.text(), 30)
+        );
+        let delay = std::time::Duration::from_millis(rand::random_range(0..=max_delay));
         tokio::time::sleep(delay).await;
         let finished = run.child.try_wait().expect("wait").is_some();
         let _ = run.child.kill();
-        let (_, log) = run.finish(std::time::Duration::from_secs(10));
+        let _ = run.finish(std::time::Duration::from_secs(10));
         let _ = std::fs::remove_file(&flag);
         if finished {
-            // Nothing to kill: it was faster. Its result must be right all the same.
+            // It ended before the kill: its result must be right all the same.
             t.finish(&tally, &format!("random trial {trial} (finished first)"))
                 .await;
             continue;
         }
-        let phase = if log.contains("tables swapped") {
-            "after the swap"
-        } else if log.contains("cut-over postponed") {
-            "postponed"
-        } else if log.contains("both tables match") {
-            "cut-over"
-        } else if log.contains("Row copy complete") {
-            "checksum"
-        } else {
-            "copy"
-        };
-        *phases.entry(phase).or_default() += 1;
+        *by_phase.entry(phase).or_default() += 1;
         tally.kills.fetch_add(1, Ordering::Relaxed);
         let resumed = t.resume();
         assert!(
             resumed.status.success(),
-            "random trial {trial} killed during {phase} after {delay:?}: the resumed run failed: {}",
+            "random trial {trial} killed during {phase} {delay:?} after {line:?}: the resumed run failed: {}",
             describe(&resumed)
         );
         t.finish(&tally, &format!("random trial {trial} ({phase})"))
             .await;
     }
-    println!("kills by phase: {phases:?}");
+    println!("kills by phase: {by_phase:?}");
     tally.report("kill at random moments");
 }

@@ -31,7 +31,10 @@ use std::time::{Duration, Instant};
 
 use regex::{Regex, RegexBuilder};
 
-const GHOST_BIN: &str = env!("CARGO_BIN_EXE_ghost");
+/// `GHOST_TEST_BIN` when set (CI: the release build), else the binary cargo built for the tests.
+fn ghost_bin() -> String {
+    std::env::var("GHOST_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ghost").to_string())
+}
 const DATABASE: &str = "test";
 const DEFAULT_TABLE: &str = "gh_ost_test";
 /// The table `sysbench prepare` creates; the `sysbench` case migrates it instead.
@@ -881,7 +884,7 @@ fn spawn_ghost(log: &mut CaseLog, args: &[String]) -> Result<(ChildGuard, u64), 
     log.note(&format!("$ ghost migrate {}", display_args(args)));
     let offset = log.size();
     let (stdout, stderr) = log.stdio()?;
-    let mut cmd = Command::new(GHOST_BIN);
+    let mut cmd = Command::new(ghost_bin());
     cmd.arg("migrate")
         .args(args)
         .stdin(Stdio::null())
@@ -892,7 +895,7 @@ fn spawn_ghost(log: &mut CaseLog, args: &[String]) -> Result<(ChildGuard, u64), 
     }
     let child = cmd
         .spawn()
-        .map_err(|e| format!("cannot run {GHOST_BIN}: {e}"))?;
+        .map_err(|e| format!("cannot run {}: {e}", ghost_bin()))?;
     Ok((ChildGuard(child), offset))
 }
 

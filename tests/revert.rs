@@ -32,7 +32,7 @@ async fn columns(conn: &mut mysql_async::Conn, schema: &str, table: &str) -> Vec
 }
 
 fn ghost(args: &[String]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let out = Command::new(common::ghost_bin())
         .args(args)
         .output()
         .expect("run ghost migrate");

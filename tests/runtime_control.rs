@@ -50,7 +50,7 @@ fn start_migration(schema: &str, dir: &Path, extra: &[String]) -> (Child, PathBu
         "--verbose".into(),
     ]);
     args.extend(extra.iter().cloned());
-    let child = Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let child = Command::new(common::ghost_bin())
         .args(&args)
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
@@ -60,7 +60,7 @@ fn start_migration(schema: &str, dir: &Path, extra: &[String]) -> (Child, PathBu
 }
 
 fn ctl(socket: &Path, command: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let out = Command::new(common::ghost_bin())
         .args(["ctl", "--socket", &socket.display().to_string(), command])
         .output()
         .expect("run ghost ctl");
@@ -452,7 +452,7 @@ async fn ask_pass_reads_the_password_from_stdin() {
         .filter(|a| !a.starts_with("--password="))
         .chain(["--ask-pass".to_string()])
         .collect();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let mut child = std::process::Command::new(common::ghost_bin())
         .arg("migrate")
         .args(&args)
         .env_remove("GHOST_PASSWORD")
@@ -469,7 +469,7 @@ async fn ask_pass_reads_the_password_from_stdin() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Without it, the same command cannot log in.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let out = std::process::Command::new(common::ghost_bin())
         .arg("migrate")
         .args(args.iter().filter(|a| *a != "--ask-pass"))
         .env_remove("GHOST_PASSWORD")
@@ -498,7 +498,7 @@ async fn hooks_never_see_the_password() {
     std::fs::write(&hook, format!("#!/bin/sh\nenv > '{}'\n", dump.display())).expect("hook");
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let password = common::primary().password.expose().to_string();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let out = std::process::Command::new(common::ghost_bin())
         .arg("migrate")
         .args(
             common::migrate_args(&schema.name, "t", "ADD COLUMN c INT")
@@ -542,7 +542,7 @@ async fn stale_socket_is_replaced_and_a_live_one_refused() {
     drop(std::os::unix::net::UnixListener::bind(&path).expect("bind"));
     assert!(path.exists());
     let run = |extra: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ghost"))
+        std::process::Command::new(common::ghost_bin())
             .arg("migrate")
             .args(common::migrate_args(&schema.name, "t", extra))
             .arg(format!("--serve-socket-file={}", path.display()))
@@ -578,7 +578,7 @@ async fn resume_without_a_checkpoint_starts_over() {
     )
     .await
     .expect("setup");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ghost"))
+    let out = std::process::Command::new(common::ghost_bin())
         .arg("migrate")
         .args(common::migrate_args(&schema.name, "t", "ADD COLUMN c INT"))
         .args([
@@ -602,4 +602,38 @@ async fn resume_without_a_checkpoint_starts_over() {
         .await
         .expect("rows");
     assert_eq!(rows, [(1, None), (2, None)]);
+}
+
+/// `--status-interval` holds while the cut-over is postponed: a line a second, not hundreds.
+#[tokio::test]
+async fn status_interval_is_honoured_while_postponed() {
+    let schema = common::TestSchema::create("statusint").await;
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    conn.query_drop("CREATE TABLE t (id INT PRIMARY KEY); INSERT INTO t VALUES (1), (2), (3)")
+        .await
+        .expect("create");
+    let flag = std::env::temp_dir().join(format!("ghost-statusint-{}", schema.name));
+    std::fs::write(&flag, b"").expect("flag");
+    let child = std::process::Command::new(common::ghost_bin())
+        .arg("migrate")
+        .args(common::migrate_args(&schema.name, "t", "ADD COLUMN c INT"))
+        .arg("--status-interval=1")
+        .arg(format!("--postpone-cut-over-flag-file={}", flag.display()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ghost");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    std::fs::remove_file(&flag).expect("remove the flag");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines = stdout.lines().filter(|l| l.starts_with("Copy:")).count();
+    let postponed = stdout
+        .lines()
+        .filter(|l| l.contains("postponing cut-over"))
+        .count();
+    assert!(postponed >= 2, "status lines while postponed: {stdout}");
+    // About one a second over ~6 s, plus one per phase change.
+    assert!(lines <= 15, "{lines} status lines in ~6 s:\n{stdout}");
 }

@@ -62,7 +62,7 @@ async fn migrate_one(server: &ConnectionConfig, admin: &ConnectionConfig, table:
         "--execute".to_string(),
     ];
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_ghost"))
+        std::process::Command::new(common::ghost_bin())
             .arg("migrate")
             .args(&args)
             .output()

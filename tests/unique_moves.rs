@@ -86,7 +86,7 @@ async fn moving_unique_values_lose_no_row_with_the_checksum_off() {
         let out = tokio::task::spawn_blocking({
             let name = schema.name.clone();
             move || {
-                std::process::Command::new(env!("CARGO_BIN_EXE_ghost"))
+                std::process::Command::new(common::ghost_bin())
                     .arg("migrate")
                     .args(common::migrate_args(
                         &name,

@@ -66,7 +66,7 @@ impl Tally {
 
 /// `ghost migrate` on the primary for `schema`.t, checkpointing, with extra flags.
 pub fn ghost(schema: &str, extra: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ghost"));
+    let mut cmd = Command::new(super::ghost_bin());
     cmd.arg("migrate")
         .args(super::migrate_args(schema, "t", ALTER))
         .args([

@@ -53,6 +53,12 @@ pub fn primary_admin() -> ConnectionConfig {
     }
 }
 
+/// The `ghost` binary the tests run: `GHOST_TEST_BIN` when set (CI points it at the release
+/// build, which runs the suites faster), else the one cargo built for this test.
+pub fn ghost_bin() -> String {
+    std::env::var("GHOST_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ghost").to_string())
+}
+
 /// The all-privileges test user on `server` (primary or replica).
 pub fn admin_of(server: &ConnectionConfig) -> ConnectionConfig {
     ConnectionConfig {
