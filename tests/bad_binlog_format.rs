@@ -73,14 +73,12 @@ async fn switch_to_rbr_sets_row_format_and_migrates() {
     };
     let mut replica = replica_admin.connect().await.expect("replica admin");
     // Wait until the table has replicated.
-    let pos: Option<String> = primary
-        .query_first("SELECT @@global.gtid_binlog_pos")
-        .await
-        .expect("gtid");
-    replica
-        .exec_drop("SELECT MASTER_GTID_WAIT(?, 30)", (pos.unwrap_or_default(),))
-        .await
-        .expect("catch up");
+    let server = common::dialect::server(&mut replica).await;
+    let state = common::dialect::gtid_state(&mut primary, &server).await;
+    assert!(
+        common::dialect::wait_for_gtids(&mut replica, &server, &state, 30).await,
+        "the replica did not catch up"
+    );
     replica
         .query_drop("SET GLOBAL binlog_format = 'STATEMENT'")
         .await
@@ -110,9 +108,10 @@ async fn switch_to_rbr_sets_row_format_and_migrates() {
     // --test-on-replica leaves replication stopped; restore the topology either way.
     replica
         .query_drop(format!(
-            "SET GLOBAL binlog_format = 'ROW'; START SLAVE; \
+            "SET GLOBAL binlog_format = 'ROW'; {1}; \
              SET SESSION sql_log_bin = 0; DROP TABLE IF EXISTS `{0}`.`_t_gho`, `{0}`.`_t_del`",
-            schema.name
+            schema.name,
+            common::dialect::start_replication(&server)
         ))
         .await
         .expect("restore the replica");

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ghost::engine::applier::{ApplyPlan, prepare_apply_session};
-use ghost::engine::dialect::ServerInfo;
+use ghost::engine::dialect::{Flavor, ServerInfo};
 use ghost::engine::position::BinlogCoordinates;
 use ghost::engine::schema::TableSchema;
 use ghost::engine::streamer::{
@@ -17,65 +17,428 @@ use ghost::engine::streamer::{
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 
-const TABLE_DDL: &str = "CREATE TABLE src (
-  id INT NOT NULL PRIMARY KEY,
-  ti TINYINT, tiu TINYINT UNSIGNED, si SMALLINT, siu SMALLINT UNSIGNED,
-  mi MEDIUMINT, miu MEDIUMINT UNSIGNED, i INT, iu INT UNSIGNED, bi BIGINT, biu BIGINT UNSIGNED,
-  dec65 DECIMAL(65,30), dec10u DECIMAL(10,2) UNSIGNED, f FLOAT, d DOUBLE,
-  b1 BIT(1), b13 BIT(13), b64 BIT(64),
-  dt DATE, dt0 DATETIME, dt3 DATETIME(3), dt6 DATETIME(6),
-  ts0 TIMESTAMP NULL DEFAULT NULL, ts3 TIMESTAMP(3) NULL DEFAULT NULL, ts6 TIMESTAMP(6) NULL DEFAULT NULL,
-  tm0 TIME, tm3 TIME(3), yr YEAR,
-  ch_u CHAR(10) CHARACTER SET utf8mb4, vc_u VARCHAR(200) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin,
-  ch_l CHAR(10) CHARACTER SET latin1, vc_l VARCHAR(200) CHARACTER SET latin1 COLLATE latin1_general_ci,
-  bin16 BINARY(16), vbin VARBINARY(300), tblob TINYBLOB, mblob MEDIUMBLOB, mtext MEDIUMTEXT CHARACTER SET utf8mb4,
-  en ENUM('small','medium','large'), st SET('x','y','z','w'),
-  js JSON, geo GEOMETRY, pt POINT, uu UUID, ip6 INET6, ip4 INET4,
-  gen BIGINT AS (i + 1) VIRTUAL
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4";
+/// A column under test: its type, its value in rows 1 to 5, and the servers that have the type.
+struct Column {
+    name: &'static str,
+    ty: &'static str,
+    values: [&'static str; 5],
+    only: Option<Flavor>,
+}
 
-const COLUMNS: &str = "id, ti, tiu, si, siu, mi, miu, i, iu, bi, biu, dec65, dec10u, f, d, b1, b13, b64, \
-    dt, dt0, dt3, dt6, ts0, ts3, ts6, tm0, tm3, yr, ch_u, vc_u, ch_l, vc_l, bin16, vbin, tblob, mblob, \
-    mtext, en, st, js, geo, pt, uu, ip6, ip4";
+const fn col(name: &'static str, ty: &'static str, values: [&'static str; 5]) -> Column {
+    Column {
+        name,
+        ty,
+        values,
+        only: None,
+    }
+}
 
-/// Rows as SQL value lists, written in a session whose time zone is +05:30.
-fn rows() -> Vec<String> {
+const fn maria(name: &'static str, ty: &'static str, values: [&'static str; 5]) -> Column {
+    Column {
+        name,
+        ty,
+        values,
+        only: Some(Flavor::MariaDb),
+    }
+}
+
+/// Every column type, with NULLs (row 1), minimums (2), maximums and a 16 MiB blob (3),
+/// trailing zero bytes, boundaries, zero dates and small fractions (4), and a mix (5). The rows
+/// are written in a session whose time zone is +05:30.
+fn columns() -> Vec<Column> {
     vec![
-        // 1: NULL everywhere.
-        "1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL".into(),
-        // 2: minimum values.
-        "2, -128, 0, -32768, 0, -8388608, 0, -2147483648, 0, -9223372036854775808, 0, \
-         -99999999999999999999999999999999999.999999999999999999999999999999, 0.00, -3.40282e38, -1.7976931348623157e308, \
-         b'0', b'0', 0, '1000-01-01', '1000-01-01 00:00:00', '1000-01-01 00:00:00.000', '1000-01-01 00:00:00.000000', \
-         '1970-01-01 05:30:01', '1970-01-01 05:30:01.000', '1970-01-01 05:30:01.000001', '-838:59:59', '-838:59:59.999', 1901, \
-         '', '', '', '', X'00000000000000000000000000000000', '', '', '', '', 'small', '', '[]', \
-         ST_GeomFromText('POINT(0 0)'), ST_GeomFromText('POINT(0 0)'), '00000000-0000-0000-0000-000000000000', '::', '0.0.0.0'".into(),
-        // 3: maximum values, a 16 MiB blob.
-        "3, 127, 255, 32767, 65535, 8388607, 16777215, 2147483647, 4294967295, 9223372036854775807, 18446744073709551615, \
-         99999999999999999999999999999999999.999999999999999999999999999999, 99999999.99, 3.40282e38, 1.7976931348623157e308, \
-         b'1', b'1111111111111', 18446744073709551615, '9999-12-31', '9999-12-31 23:59:59', '9999-12-31 23:59:59.999', \
-         '9999-12-31 23:59:59.999999', '2038-01-19 08:44:07', '2038-01-19 08:44:07.999', '2038-01-19 08:44:07.999999', \
-         '838:59:59', '838:59:59.999', 2155, REPEAT('😀', 10), REPEAT('😀', 200), REPEAT('é', 10), REPEAT('ÿ', 200), \
-         X'FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF', REPEAT(X'FF', 300), REPEAT(X'FE', 255), REPEAT(X'AB', 16777215), \
-         REPEAT('é😀x', 100000), 'large', 'x,y,z,w', '{\"k\": [1, 2.5, \"x\", null, true], \"emoji\": \"😀\", \"nested\": {\"a\": {}}}', \
-         ST_GeomFromText('POLYGON((0 0,10 0,10 10,0 10,0 0),(2 2,3 2,3 3,2 2))'), ST_GeomFromText('POINT(-179.999999 89.123456789)'), \
-         'ffffffff-ffff-ffff-ffff-ffffffffffff', 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff', '255.255.255.255'".into(),
-        // 4: trailing zero bytes, boundaries, zero dates, YEAR 0, zero TIMESTAMP, small fractions.
-        "4, -1, 200, -1, 40000, -1, 8388608, -1, 2147483648, -1, 9223372036854775808, \
-         0.000000000000000000000000000001, 0.01, 0.1, 0.1, b'1', b'1010101010101', 9223372036854775808, \
-         '0000-00-00', '0000-00-00 00:00:00', '2024-02-00 00:00:00.001', '2024-02-29 13:14:15.123456', \
-         '0000-00-00 00:00:00', '2024-01-02 08:34:05.678', '2024-01-02 08:34:05.000001', '-00:00:01', '-01:02:03.450', 0, \
-         'a  ', 'trailing  ', 'café', 'naïve ÿ', X'01020000000000000000000000000000', X'00010000', X'00', X'000000', \
-         'line\\nbreak\\ttab', 'medium', 'y,w', '{\"ü\": \"\\\\u00fc\", \"n\": -0.0}', \
-         ST_GeomFromText('LINESTRING(0 0,1 1,2 1)', 4326), ST_GeomFromText('POINT(1.5 -2.25)'), \
-         '00112233-4455-6677-8899-aabbccddee00', '2001:db8::', '10.0.0.0'".into(),
-        // 5: mixed, some NULLs.
-        "5, 5, NULL, 5, NULL, 5, NULL, 5, NULL, 5, NULL, 5.5, NULL, 2.5, NULL, NULL, b'1', NULL, '2024-02-29', NULL, \
-         '2024-02-29 23:59:59.5', NULL, '2024-02-29 05:30:00', NULL, '2024-06-30 12:00:00.5', NULL, '12:34:56.789', 2024, \
-         'Grüße', NULL, 'Ærø', NULL, NULL, X'DEADBEEF', NULL, NULL, 'x', NULL, 'z', NULL, NULL, NULL, NULL, '::1', NULL".into(),
+        col("ti", "TINYINT", ["NULL", "-128", "127", "-1", "5"]),
+        col(
+            "tiu",
+            "TINYINT UNSIGNED",
+            ["NULL", "0", "255", "200", "NULL"],
+        ),
+        col("si", "SMALLINT", ["NULL", "-32768", "32767", "-1", "5"]),
+        col(
+            "siu",
+            "SMALLINT UNSIGNED",
+            ["NULL", "0", "65535", "40000", "NULL"],
+        ),
+        col(
+            "mi",
+            "MEDIUMINT",
+            ["NULL", "-8388608", "8388607", "-1", "5"],
+        ),
+        col(
+            "miu",
+            "MEDIUMINT UNSIGNED",
+            ["NULL", "0", "16777215", "8388608", "NULL"],
+        ),
+        col("i", "INT", ["NULL", "-2147483648", "2147483647", "-1", "5"]),
+        col(
+            "iu",
+            "INT UNSIGNED",
+            ["NULL", "0", "4294967295", "2147483648", "NULL"],
+        ),
+        col(
+            "bi",
+            "BIGINT",
+            [
+                "NULL",
+                "-9223372036854775808",
+                "9223372036854775807",
+                "-1",
+                "5",
+            ],
+        ),
+        col(
+            "biu",
+            "BIGINT UNSIGNED",
+            [
+                "NULL",
+                "0",
+                "18446744073709551615",
+                "9223372036854775808",
+                "NULL",
+            ],
+        ),
+        col(
+            "dec65",
+            "DECIMAL(65,30)",
+            [
+                "NULL",
+                "-99999999999999999999999999999999999.999999999999999999999999999999",
+                "99999999999999999999999999999999999.999999999999999999999999999999",
+                "0.000000000000000000000000000001",
+                "5.5",
+            ],
+        ),
+        col(
+            "dec10u",
+            "DECIMAL(10,2) UNSIGNED",
+            ["NULL", "0.00", "99999999.99", "0.01", "NULL"],
+        ),
+        col(
+            "f",
+            "FLOAT",
+            ["NULL", "-3.40282e38", "3.40282e38", "0.1", "2.5"],
+        ),
+        col(
+            "d",
+            "DOUBLE",
+            [
+                "NULL",
+                "-1.7976931348623157e308",
+                "1.7976931348623157e308",
+                "0.1",
+                "NULL",
+            ],
+        ),
+        col("b1", "BIT(1)", ["NULL", "b'0'", "b'1'", "b'1'", "NULL"]),
+        col(
+            "b13",
+            "BIT(13)",
+            [
+                "NULL",
+                "b'0'",
+                "b'1111111111111'",
+                "b'1010101010101'",
+                "b'1'",
+            ],
+        ),
+        col(
+            "b64",
+            "BIT(64)",
+            [
+                "NULL",
+                "0",
+                "18446744073709551615",
+                "9223372036854775808",
+                "NULL",
+            ],
+        ),
+        col(
+            "dt",
+            "DATE",
+            [
+                "NULL",
+                "'1000-01-01'",
+                "'9999-12-31'",
+                "'0000-00-00'",
+                "'2024-02-29'",
+            ],
+        ),
+        col(
+            "dt0",
+            "DATETIME",
+            [
+                "NULL",
+                "'1000-01-01 00:00:00'",
+                "'9999-12-31 23:59:59'",
+                "'0000-00-00 00:00:00'",
+                "NULL",
+            ],
+        ),
+        col(
+            "dt3",
+            "DATETIME(3)",
+            [
+                "NULL",
+                "'1000-01-01 00:00:00.000'",
+                "'9999-12-31 23:59:59.999'",
+                "'2024-02-00 00:00:00.001'",
+                "'2024-02-29 23:59:59.5'",
+            ],
+        ),
+        col(
+            "dt6",
+            "DATETIME(6)",
+            [
+                "NULL",
+                "'1000-01-01 00:00:00.000000'",
+                "'9999-12-31 23:59:59.999999'",
+                "'2024-02-29 13:14:15.123456'",
+                "NULL",
+            ],
+        ),
+        col(
+            "ts0",
+            "TIMESTAMP NULL DEFAULT NULL",
+            [
+                "NULL",
+                "'1970-01-01 05:30:01'",
+                "'2038-01-19 08:44:07'",
+                "'0000-00-00 00:00:00'",
+                "'2024-02-29 05:30:00'",
+            ],
+        ),
+        col(
+            "ts3",
+            "TIMESTAMP(3) NULL DEFAULT NULL",
+            [
+                "NULL",
+                "'1970-01-01 05:30:01.000'",
+                "'2038-01-19 08:44:07.999'",
+                "'2024-01-02 08:34:05.678'",
+                "NULL",
+            ],
+        ),
+        col(
+            "ts6",
+            "TIMESTAMP(6) NULL DEFAULT NULL",
+            [
+                "NULL",
+                "'1970-01-01 05:30:01.000001'",
+                "'2038-01-19 08:44:07.999999'",
+                "'2024-01-02 08:34:05.000001'",
+                "'2024-06-30 12:00:00.5'",
+            ],
+        ),
+        col(
+            "tm0",
+            "TIME",
+            ["NULL", "'-838:59:59'", "'838:59:59'", "'-00:00:01'", "NULL"],
+        ),
+        col(
+            "tm3",
+            "TIME(3)",
+            [
+                "NULL",
+                // MySQL's TIME ends at 838:59:59.000; MariaDB's at .999.
+                "'-838:59:58.999'",
+                "'838:59:58.999'",
+                "'-01:02:03.450'",
+                "'12:34:56.789'",
+            ],
+        ),
+        col("yr", "YEAR", ["NULL", "1901", "2155", "0", "2024"]),
+        col(
+            "ch_u",
+            "CHAR(10) CHARACTER SET utf8mb4",
+            ["NULL", "''", "REPEAT('😀', 10)", "'a  '", "'Grüße'"],
+        ),
+        col(
+            "vc_u",
+            "VARCHAR(200) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+            ["NULL", "''", "REPEAT('😀', 200)", "'trailing  '", "NULL"],
+        ),
+        col(
+            "ch_l",
+            "CHAR(10) CHARACTER SET latin1",
+            ["NULL", "''", "REPEAT('é', 10)", "'café'", "'Ærø'"],
+        ),
+        col(
+            "vc_l",
+            "VARCHAR(200) CHARACTER SET latin1 COLLATE latin1_general_ci",
+            ["NULL", "''", "REPEAT('ÿ', 200)", "'naïve ÿ'", "NULL"],
+        ),
+        col(
+            "bin16",
+            "BINARY(16)",
+            [
+                "NULL",
+                "X'00000000000000000000000000000000'",
+                "X'FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF'",
+                "X'01020000000000000000000000000000'",
+                "NULL",
+            ],
+        ),
+        col(
+            "vbin",
+            "VARBINARY(300)",
+            [
+                "NULL",
+                "''",
+                "REPEAT(X'FF', 300)",
+                "X'00010000'",
+                "X'DEADBEEF'",
+            ],
+        ),
+        col(
+            "tblob",
+            "TINYBLOB",
+            ["NULL", "''", "REPEAT(X'FE', 255)", "X'00'", "NULL"],
+        ),
+        col(
+            "mblob",
+            "MEDIUMBLOB",
+            ["NULL", "''", "REPEAT(X'AB', 16777215)", "X'000000'", "NULL"],
+        ),
+        col(
+            "mtext",
+            "MEDIUMTEXT CHARACTER SET utf8mb4",
+            [
+                "NULL",
+                "''",
+                "REPEAT('é😀x', 100000)",
+                "'line\\nbreak\\ttab'",
+                "'x'",
+            ],
+        ),
+        col(
+            "en",
+            "ENUM('small','medium','large')",
+            ["NULL", "'small'", "'large'", "'medium'", "NULL"],
+        ),
+        col(
+            "st",
+            "SET('x','y','z','w')",
+            ["NULL", "''", "'x,y,z,w'", "'y,w'", "'z'"],
+        ),
+        col(
+            "js",
+            "JSON",
+            [
+                "NULL",
+                "'[]'",
+                "'{\"k\": [1, 2.5, \"x\", null, true], \"emoji\": \"😀\", \"nested\": {\"a\": {}}}'",
+                "'{\"ü\": \"\\\\u00fc\", \"n\": -0.0}'",
+                "NULL",
+            ],
+        ),
+        // MySQL keeps typed scalars inside JSON (DECIMAL with its scale, DATE, TIME,
+        // DATETIME); they must keep their JSON type through the binlog.
+        col(
+            "jt",
+            "JSON",
+            [
+                "NULL",
+                "JSON_OBJECT('dec', CAST(1.10 AS DECIMAL(4,2)))",
+                "JSON_OBJECT('dt', CAST('2024-01-02 03:04:05.123456' AS DATETIME(6)), 'd', CAST('2024-01-02' AS DATE), \
+             't', CAST('-12:34:56.5' AS TIME(1)), 'n', JSON_ARRAY(CAST(-0.50 AS DECIMAL(3,2)), 'x', 1, NULL, TRUE), \
+             'big', CAST(12345678901234567890.123 AS DECIMAL(30,5)))",
+                "JSON_ARRAY(CAST('2024-02-29' AS DATE), JSON_OBJECT('k', CAST(0.000 AS DECIMAL(4,3))))",
+                "JSON_EXTRACT(JSON_ARRAY(CAST(7.25 AS DECIMAL(5,2))), '$[0]')",
+            ],
+        ),
+        col(
+            "geo",
+            "GEOMETRY",
+            [
+                "NULL",
+                "ST_GeomFromText('POINT(0 0)')",
+                "ST_GeomFromText('POLYGON((0 0,10 0,10 10,0 10,0 0),(2 2,3 2,3 3,2 2))')",
+                "ST_GeomFromText('LINESTRING(0 0,1 1,2 1)', 4326)",
+                "NULL",
+            ],
+        ),
+        col(
+            "pt",
+            "POINT",
+            [
+                "NULL",
+                "ST_GeomFromText('POINT(0 0)')",
+                "ST_GeomFromText('POINT(-179.999999 89.123456789)')",
+                "ST_GeomFromText('POINT(1.5 -2.25)')",
+                "NULL",
+            ],
+        ),
+        maria(
+            "uu",
+            "UUID",
+            [
+                "NULL",
+                "'00000000-0000-0000-0000-000000000000'",
+                "'ffffffff-ffff-ffff-ffff-ffffffffffff'",
+                "'00112233-4455-6677-8899-aabbccddee00'",
+                "NULL",
+            ],
+        ),
+        maria(
+            "ip6",
+            "INET6",
+            [
+                "NULL",
+                "'::'",
+                "'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'",
+                "'2001:db8::'",
+                "'::1'",
+            ],
+        ),
+        maria(
+            "ip4",
+            "INET4",
+            [
+                "NULL",
+                "'0.0.0.0'",
+                "'255.255.255.255'",
+                "'10.0.0.0'",
+                "NULL",
+            ],
+        ),
     ]
+}
+
+/// The columns this server has.
+fn columns_of(server: &ServerInfo) -> Vec<Column> {
+    columns()
+        .into_iter()
+        .filter(|c| c.only.is_none_or(|f| f == server.flavor))
+        .collect()
+}
+
+fn table_ddl(columns: &[Column]) -> String {
+    let defs: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{} {}", c.name, c.ty))
+        .collect();
+    format!(
+        "CREATE TABLE src (id INT NOT NULL PRIMARY KEY, {}, gen BIGINT AS (i + 1) VIRTUAL) \
+         ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        defs.join(", ")
+    )
+}
+
+/// `INSERT` statements of rows 1 to 5.
+fn inserts(columns: &[Column]) -> Vec<String> {
+    let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+    (0..5)
+        .map(|row| {
+            let values: Vec<&str> = columns.iter().map(|c| c.values[row]).collect();
+            format!(
+                "INSERT INTO src (id, {}) VALUES ({}, {})",
+                names.join(", "),
+                row + 1,
+                values.join(", ")
+            )
+        })
+        .collect()
 }
 
 async fn binlog_end(conn: &mut Conn) -> BinlogCoordinates {
@@ -96,7 +459,12 @@ async fn table_rows(conn: &mut Conn, table: &str) -> Vec<Row> {
 async fn every_column_type_round_trips_through_the_binlog() {
     let schema = common::TestSchema::create("roundtrip").await;
     let mut writer = schema.admin_config().connect().await.expect("writer");
-    writer.query_drop(TABLE_DDL).await.expect("create src");
+    let server = ServerInfo::detect(&mut writer).await.expect("server");
+    let columns = columns_of(&server);
+    writer
+        .query_drop(table_ddl(&columns))
+        .await
+        .expect("create src");
     writer
         .query_drop("CREATE TABLE copy LIKE src")
         .await
@@ -113,7 +481,11 @@ async fn every_column_type_round_trips_through_the_binlog() {
             .await
             .expect("load schema"),
     );
-    assert_eq!(table.columns.len(), 46, "every column type is in the table");
+    assert_eq!(
+        table.columns.len(),
+        columns.len() + 2,
+        "every column type is in the table"
+    );
 
     let mut cfg = StreamerConfig::new(
         common::primary(),
@@ -123,28 +495,38 @@ async fn every_column_type_round_trips_through_the_binlog() {
     cfg.start = StartPosition::Current;
     let mut streamer = BinlogStreamer::start(cfg).await.expect("start streamer");
 
-    for values in rows() {
+    for insert in inserts(&columns) {
         writer
-            .query_drop(format!("INSERT INTO src ({COLUMNS}) VALUES ({values})"))
+            .query_drop(&insert)
             .await
-            .unwrap_or_else(|e| panic!("insert {}: {e}", &values[..values.len().min(60)]));
+            .unwrap_or_else(|e| panic!("{}: {e}", &insert[..insert.len().min(200)]));
     }
     // A multi-row statement and a multi-statement transaction.
     writer
-        .query_drop("INSERT INTO src (id, i, iu, vc_u, vc_l, ts6, uu) SELECT seq + 100, -seq, seq, CONCAT('r', seq, '😀'), \
-                     'ÿé', FROM_UNIXTIME(seq * 1000), UUID() FROM seq_1_to_50")
+        .query_drop(format!("INSERT INTO src (id, i, iu, vc_u, vc_l, ts6, {uu}) SELECT seq + 100, -seq, seq, CONCAT('r', seq, '😀'), \
+                     'ÿé', FROM_UNIXTIME(seq * 1000), {uuid} FROM {seq}",
+            uu = if server.is_mariadb() { "uu" } else { "jt" },
+            uuid = if server.is_mariadb() { "UUID()" } else { "NULL" },
+            seq = common::dialect::numbers(50)
+        ))
         .await
         .expect("insert select");
     writer
-        .query_drop("START TRANSACTION; \
+        .query_drop(format!("START TRANSACTION; \
              UPDATE src SET ti = ti + 1, tiu = 254, mi = -8388607, miu = 1, biu = 1, b64 = 1, dt6 = '1999-12-31 23:59:59.999999', \
-               ts0 = '2000-01-01 00:00:00', ch_l = 'Ü', bin16 = X'00', uu = '01000000-0000-0000-0000-000000000000', \
-               ip6 = '::ffff:1.2.3.4', en = 'medium', st = 'x', yr = 1999 WHERE id = 2; \
+               ts0 = '2000-01-01 00:00:00', ch_l = 'Ü', bin16 = X'00', {maria_only} en = 'medium', st = 'x', yr = 1999 WHERE id = 2; \
              UPDATE src SET i = i - 1 WHERE id = 3; \
              UPDATE src SET id = 40, vc_u = 'moved key' WHERE id = 4; \
-             UPDATE src SET ti = 1, tm3 = '-00:00:00.001', ts3 = '0000-00-00 00:00:00', js = '{\"a\": 1}' WHERE id = 1; \
+             UPDATE src SET ti = 1, tm3 = '-00:00:00.001', ts3 = '0000-00-00 00:00:00', js = '{{\"a\": 1}}', \
+               jt = JSON_OBJECT('dec', CAST(2.500 AS DECIMAL(6,3)), 'when', CAST('2024-01-02 03:04:05' AS DATETIME)) WHERE id = 1; \
              UPDATE src SET iu = iu + 1000, vc_l = CONCAT(vc_l, 'ß') WHERE id BETWEEN 110 AND 130; \
-             COMMIT")
+             COMMIT",
+            maria_only = if server.is_mariadb() {
+                "uu = '01000000-0000-0000-0000-000000000000', ip6 = '::ffff:1.2.3.4',"
+            } else {
+                ""
+            }
+        ))
         .await
         .expect("update transaction");
     writer
@@ -216,6 +598,21 @@ async fn every_column_type_round_trips_through_the_binlog() {
             );
         }
     }
+    // JSON types inside the documents, as the server sees them.
+    let types = |table: &str| {
+        format!(
+            "SELECT id, JSON_TYPE(jt), JSON_TYPE(JSON_EXTRACT(jt, '$.dec')), JSON_TYPE(JSON_EXTRACT(jt, '$.dt')), \
+             JSON_TYPE(JSON_EXTRACT(jt, '$.d')), JSON_TYPE(JSON_EXTRACT(jt, '$.t')), \
+             JSON_TYPE(JSON_EXTRACT(jt, '$.n[0]')), JSON_TYPE(JSON_EXTRACT(jt, '$[0]')) FROM `{table}` ORDER BY id"
+        )
+    };
+    let source_types: Vec<Row> = writer.query(types("src")).await.expect("json types");
+    let copy_types: Vec<Row> = writer.query(types("copy")).await.expect("json types");
+    assert_eq!(
+        format!("{source_types:?}"),
+        format!("{copy_types:?}"),
+        "JSON types inside the documents differ"
+    );
     // And the server agrees, over every byte of both tables.
     let sums: Vec<(String, Option<u64>)> = writer
         .query("CHECKSUM TABLE src, copy EXTENDED")

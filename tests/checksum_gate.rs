@@ -25,7 +25,8 @@ async fn seeded_schema(prefix: &str) -> (common::TestSchema, Rows) {
     conn.query_drop(format!(
         "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(32) CHARACTER SET latin1, \
          n INT NULL); \
-         INSERT INTO t SELECT seq, CONCAT('v', seq), IF(seq % 7 = 0, NULL, seq) FROM seq_1_to_{ROWS}"
+         INSERT INTO t SELECT seq, CONCAT('v', seq), IF(seq % 7 = 0, NULL, seq) FROM {seq}",
+        seq = common::dialect::numbers(u64::from(ROWS))
     ))
     .await
     .expect("seed");

@@ -35,7 +35,8 @@ async fn create_table(conn: &mut Conn, rows: u32) {
     .expect("create t");
     conn.query_drop(format!(
         "INSERT INTO t (id, a, b, c, d) SELECT seq, seq * 10, CONCAT('row ', seq, ' é'), \
-         NOW(6) - INTERVAL seq SECOND, seq / 7 FROM seq_1_to_{rows}"
+         NOW(6) - INTERVAL seq SECOND, seq / 7 FROM {seq}",
+        seq = common::dialect::numbers(u64::from(rows))
     ))
     .await
     .expect("seed rows");

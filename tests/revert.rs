@@ -56,7 +56,8 @@ async fn revert_swaps_the_old_table_back_with_every_later_change() {
     conn.query_drop(format!(
         "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(32) NOT NULL, n BIGINT NULL); \
          INSERT INTO t SELECT seq, CONCAT('v', seq), IF(seq % 9 = 0, NULL, seq) \
-         FROM seq_1_to_{ROWS}"
+         FROM {seq}",
+        seq = common::dialect::numbers(u64::from(ROWS))
     ))
     .await
     .expect("seed");

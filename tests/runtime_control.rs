@@ -27,7 +27,8 @@ async fn seeded_schema(prefix: &str) -> common::TestSchema {
     let mut conn = schema.admin_config().connect().await.expect("admin");
     conn.query_drop(format!(
         "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(32)); \
-         INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_{ROWS}"
+         INSERT INTO t SELECT seq, CONCAT('v', seq) FROM {seq}",
+        seq = common::dialect::numbers(u64::from(ROWS))
     ))
     .await
     .expect("seed");
@@ -206,8 +207,9 @@ async fn replica_lag_holds_the_copy_until_replication_resumes() {
         socket.exists() && ctl(&socket, "status").contains("flag-file")
     });
     let mut admin = replica_admin.connect().await.expect("replica admin");
+    let server = common::dialect::server(&mut admin).await;
     admin
-        .query_drop("STOP SLAVE SQL_THREAD")
+        .query_drop(common::dialect::stop_sql_thread(&server))
         .await
         .expect("stop SQL thread");
     std::fs::remove_file(&flag).expect("remove flag");
@@ -224,7 +226,7 @@ async fn replica_lag_holds_the_copy_until_replication_resumes() {
     std::thread::sleep(Duration::from_secs(1));
     let held = copied(&ctl(&socket, "status"));
     admin
-        .query_drop("START SLAVE SQL_THREAD")
+        .query_drop(common::dialect::start_replication(&server))
         .await
         .expect("start SQL thread");
     assert!(

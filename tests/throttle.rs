@@ -105,9 +105,16 @@ fn replica_admin() -> ConnectionConfig {
     }
 }
 
-async fn replica_sql(statement: &str) -> Result<(), String> {
+/// Runs the replica's statement for `what` (in its dialect) on the replica.
+async fn replica_sql(
+    what: fn(&ghost::engine::dialect::ServerInfo) -> &'static str,
+) -> Result<(), String> {
     let mut conn = replica_admin().connect().await.map_err(|e| e.to_string())?;
-    let result = conn.query_drop(statement).await.map_err(|e| e.to_string());
+    let server = common::dialect::server(&mut conn).await;
+    let result = conn
+        .query_drop(what(&server))
+        .await
+        .map_err(|e| e.to_string());
     let _ = conn.disconnect().await;
     result
 }
@@ -121,14 +128,14 @@ impl StoppedSqlThread {
     async fn stop() -> Self {
         // The guard exists before STOP runs, so any failure after it still restarts the thread.
         let guard = Self { restarted: false };
-        replica_sql("STOP SLAVE SQL_THREAD")
+        replica_sql(common::dialect::stop_sql_thread)
             .await
-            .unwrap_or_else(|e| panic!("STOP SLAVE SQL_THREAD on the replica: {e}"));
+            .unwrap_or_else(|e| panic!("stopping the replica's SQL thread: {e}"));
         guard
     }
 
     async fn start(&mut self) -> Result<(), String> {
-        let result = replica_sql("START SLAVE SQL_THREAD").await;
+        let result = replica_sql(common::dialect::start_replication).await;
         self.restarted = result.is_ok();
         result
     }
@@ -145,7 +152,7 @@ impl Drop for StoppedSqlThread {
                 .enable_all()
                 .build()
             {
-                let _ = rt.block_on(replica_sql("START SLAVE SQL_THREAD"));
+                let _ = rt.block_on(replica_sql(common::dialect::start_replication));
             }
         })
         .join();
@@ -185,7 +192,7 @@ async fn replica_lag_throttles_until_the_replica_catches_up() {
     heartbeat.abort();
     let _ = admin.disconnect().await;
 
-    restarted.expect("START SLAVE SQL_THREAD on the replica");
+    restarted.expect("starting replication on the replica again");
     let lagging =
         lagging.unwrap_or_else(|last| panic!("no lag throttle within 5s; last verdict: {last:?}"));
     assert!(

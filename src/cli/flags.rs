@@ -13,6 +13,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::engine::conn::Secret;
+use crate::engine::wording;
 
 /// Environment variable that supplies the password when `--password` is not given.
 pub const PASSWORD_ENV: &str = "GHOST_PASSWORD";
@@ -933,10 +934,10 @@ impl MigrateFlags {
             return Err(conflict("switch-to-rbr", "assume-rbr"));
         }
         if self.test_on_replica_skip_replica_stop && !self.test_on_replica {
-            return Err(requires(
-                "test-on-replica-skip-replica-stop",
-                "test-on-replica",
-            ));
+            return Err(FlagError::Invalid(format!(
+                "{}; add --test-on-replica or drop --test-on-replica-skip-replica-stop",
+                wording::SKIP_REPLICA_STOP_REQUIRES
+            )));
         }
         if !self.master_user.is_empty() && self.assume_master_host.is_empty() {
             return Err(requires("master-user", "assume-master-host=host[:port]"));
@@ -957,10 +958,16 @@ impl MigrateFlags {
             return Err(requires(name, "ssl"));
         }
         if self.include_triggers && self.trigger_suffix.is_empty() {
-            return Err(requires("include-triggers", "trigger-suffix"));
+            return Err(FlagError::Invalid(format!(
+                "{}: --include-triggers requires --trigger-suffix; add --trigger-suffix=<suffix>",
+                wording::TRIGGER_SUFFIX_WITH_INCLUDE
+            )));
         }
         if !self.include_triggers && !self.trigger_suffix.is_empty() {
-            return Err(requires("trigger-suffix", "include-triggers"));
+            return Err(FlagError::Invalid(format!(
+                "{}; add --include-triggers or drop --trigger-suffix",
+                wording::TRIGGER_SUFFIX_WITHOUT_INCLUDE
+            )));
         }
         if !self.trigger_suffix.is_empty()
             && !self
@@ -969,13 +976,15 @@ impl MigrateFlags {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
             return Err(FlagError::Invalid(format!(
-                "--trigger-suffix={:?} is invalid; use only letters, digits and underscores",
+                "{}; --trigger-suffix={:?} is not",
+                wording::TRIGGER_SUFFIX_CHARACTERS,
                 self.trigger_suffix
             )));
         }
         if self.checkpoint_seconds < 10 {
             return Err(FlagError::Invalid(format!(
-                "--checkpoint-seconds={} is too small; use 10 or more",
+                "{}; --checkpoint-seconds={} is too small",
+                wording::CHECKPOINT_SECONDS,
                 self.checkpoint_seconds
             )));
         }
@@ -986,22 +995,25 @@ impl MigrateFlags {
             )));
         }
         if self.revert && self.old_table.is_empty() {
-            return Err(FlagError::Invalid(
-                "--revert requires --old-table; add --old-table=_<table>_del".to_string(),
-            ));
+            return Err(FlagError::Invalid(format!(
+                "{}; add --old-table=_<table>_del",
+                wording::REVERT_NEEDS_OLD_TABLE
+            )));
         }
         if self.revert && self.resume {
-            return Err(conflict("revert", "resume"));
+            return Err(FlagError::Invalid(format!(
+                "{}; drop one of them",
+                wording::REVERT_WITH_RESUME
+            )));
         }
         self.cut_over = match self.cut_over.as_str() {
             "atomic" | "default" | "" => "atomic".to_string(),
             "two-step" => "two-step".to_string(),
             _ => {
-                return Err(FlagError::InvalidValue {
-                    name: "cut-over".to_string(),
-                    value: self.cut_over.clone(),
-                    expected: "atomic, default or two-step",
-                });
+                return Err(FlagError::Invalid(format!(
+                    "{}; use --cut-over=atomic, default or two-step",
+                    wording::unknown_cut_over(&self.cut_over)
+                )));
             }
         };
         if self.mysql_timeout < 0.0 {
@@ -1124,7 +1136,8 @@ impl MigrateFlags {
 
 fn conflict(a: &str, b: &str) -> FlagError {
     FlagError::Invalid(format!(
-        "--{a} and --{b} cannot be used together; drop one of them"
+        "{}; drop one of them",
+        wording::mutually_exclusive(a, b)
     ))
 }
 
@@ -1132,7 +1145,8 @@ fn conflict(a: &str, b: &str) -> FlagError {
 fn requires(flag: &str, needed: &str) -> FlagError {
     let needed_name = needed.split_once('=').map_or(needed, |(name, _)| name);
     FlagError::Invalid(format!(
-        "--{flag} requires --{needed_name}; add --{needed} or drop --{flag}"
+        "{}; add --{needed} or drop --{flag}",
+        wording::requires(flag, needed_name)
     ))
 }
 

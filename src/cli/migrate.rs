@@ -153,7 +153,8 @@ async fn migrate(
             .open(file)
         {
             eprintln!(
-                "ghost migrate: cannot create --postpone-cut-over-flag-file {}: {e}",
+                "ghost migrate: {} ({})",
+                crate::engine::wording::postpone_flag_file(&e.to_string()),
                 file.display()
             );
             return ExitCode::from(USAGE_ERROR);
@@ -421,14 +422,16 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
         }
     }
     if database.is_empty() {
-        return Err(
-            "--database is required (or give a full `ALTER TABLE db.table ...` in --alter)".into(),
-        );
+        return Err(format!(
+            "{}: give --database, or a full `ALTER TABLE db.table ...` in --alter",
+            crate::engine::wording::DATABASE_REQUIRED
+        ));
     }
     if table.is_empty() {
-        return Err(
-            "--table is required (or give a full `ALTER TABLE db.table ...` in --alter)".into(),
-        );
+        return Err(format!(
+            "{}: give --table, or a full `ALTER TABLE db.table ...` in --alter",
+            crate::engine::wording::TABLE_REQUIRED
+        ));
     }
     let inspector = ConnectionConfig::new(
         flags.host.clone(),
@@ -643,6 +646,6 @@ mod tests {
         )
         .unwrap();
         let err = build(&flags).unwrap_err();
-        assert!(err.contains("--table is required"), "{err}");
+        assert!(err.contains("--table must be provided"), "{err}");
     }
 }

@@ -64,7 +64,10 @@ impl AlterStatement {
 /// Why an `--alter` was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum AlterError {
-    #[error("--alter is empty: give the change, e.g. --alter='ADD COLUMN c INT'")]
+    #[error(
+        "{}: give the change, e.g. --alter='ADD COLUMN c INT'",
+        super::wording::ALTER_REQUIRED
+    )]
     Empty,
     #[error(
         "--alter has {what} at byte {at}: balance the quotes and parentheses (a quote inside quoted text is written twice)"
@@ -73,7 +76,8 @@ pub enum AlterError {
     // The wording keeps gh-ost's "alter statement seems to RENAME the table", which its
     // fail-rename-table test expects in the output.
     #[error(
-        "--alter statement seems to RENAME the table: ALTER ... RENAME TO is not supported, rename the table separately after the migration"
+        "--{}: rename the table separately, after the migration",
+        super::wording::RENAMES_TABLE
     )]
     RenameTable,
     #[error(

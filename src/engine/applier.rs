@@ -6,6 +6,7 @@ use mysql_async::{Conn, Value, prelude::Queryable};
 use super::conn::in_transaction;
 use super::copier::fail_on_warnings;
 use super::error::{EngineError, Result, SqlContext};
+use super::json_value;
 use super::schema::{ColumnKind, ColumnSchema, TableSchema};
 use super::streamer::{ChangeKind, RowChange};
 use crate::sql::dml::{
@@ -106,6 +107,14 @@ fn enum_members(column_type: &str) -> Option<String> {
     (end > start).then(|| column_type[start..end].to_string())
 }
 
+/// The statement a parameter list belongs to, to build it again with other placeholders.
+#[derive(Clone, Copy)]
+enum Shape {
+    InsertIgnore,
+    Replace,
+    Update,
+}
+
 /// One statement with its bound values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Statement {
@@ -133,6 +142,9 @@ pub struct ApplyPlan {
     written: Vec<usize>,
     key: Vec<usize>,
     mode: WriteMode,
+    target: String,
+    slots: Vec<ColumnSlot>,
+    key_slots: Vec<ColumnSlot>,
     insert_sql: String,
     replace_sql: String,
     delete_sql: String,
@@ -208,6 +220,9 @@ impl ApplyPlan {
             written,
             key: key_indexes,
             mode: WriteMode::InsertOrUpdate,
+            target: target_name,
+            slots,
+            key_slots,
         })
     }
 
@@ -252,6 +267,40 @@ impl ApplyPlan {
         Self::new(source, target, &map, key, "SYSTEM")
     }
 
+    /// `statement` with every JSON expression among its first `slots.len()` parameters (one per
+    /// written column, in order) put in place of that column's placeholder
+    /// (`engine::json_value`). Most rows have none and keep the prepared text.
+    fn with_json_expressions(&self, statement: Statement, shape: Shape) -> Statement {
+        let written = self.slots.len().min(statement.params.len());
+        if !statement.params[..written]
+            .iter()
+            .any(|p| json_value::expression(p).is_some())
+        {
+            return statement;
+        }
+        let mut slots = self.slots.clone();
+        let mut params = Vec::with_capacity(statement.params.len());
+        for (i, param) in statement.params.into_iter().enumerate() {
+            match json_value::expression(&param).filter(|_| i < written) {
+                Some(expr) => {
+                    slots[i].placeholder = expr.sql;
+                    params.extend(
+                        expr.params
+                            .into_iter()
+                            .map(|p| Value::Bytes(p.into_bytes())),
+                    );
+                }
+                None => params.push(param),
+            }
+        }
+        let sql = match shape {
+            Shape::InsertIgnore => insert_ignore_into(&self.target, &slots),
+            Shape::Replace => replace_into(&self.target, &slots),
+            Shape::Update => update_by_key(&self.target, &slots, &self.key_slots),
+        };
+        Statement { sql, params }
+    }
+
     /// The statements that apply `change` to the target. An update that moves the key becomes a
     /// delete of the old key plus an insert of the new row.
     pub fn statements(&self, change: &RowChange) -> Result<Vec<Statement>> {
@@ -270,17 +319,23 @@ impl ApplyPlan {
         }
         let pick =
             |row: &[Value], idx: &[usize]| idx.iter().map(|&i| row[i].clone()).collect::<Vec<_>>();
-        let write_sql = match self.mode {
-            WriteMode::InsertOrUpdate => &self.insert_sql,
-            WriteMode::Replace => &self.replace_sql,
+        let (write_sql, write_shape) = match self.mode {
+            WriteMode::InsertOrUpdate => (&self.insert_sql, Shape::InsertIgnore),
+            WriteMode::Replace => (&self.replace_sql, Shape::Replace),
+        };
+        let write = |after: &[Value]| {
+            self.with_json_expressions(
+                Statement {
+                    sql: write_sql.clone(),
+                    params: pick(after, &self.written),
+                },
+                write_shape,
+            )
         };
         Ok(match change.kind {
             ChangeKind::Insert => {
                 let after = image(change, &change.after, "after")?;
-                vec![Statement {
-                    sql: write_sql.clone(),
-                    params: pick(after, &self.written),
-                }]
+                vec![write(after)]
             }
             ChangeKind::Delete => {
                 let before = image(change, &change.before, "before")?;
@@ -295,27 +350,24 @@ impl ApplyPlan {
                 let old_key = pick(before, &self.key);
                 let key_kept = old_key == pick(after, &self.key);
                 if key_kept && self.mode == WriteMode::Replace {
-                    vec![Statement {
-                        sql: self.replace_sql.clone(),
-                        params: pick(after, &self.written),
-                    }]
+                    vec![write(after)]
                 } else if key_kept {
                     let mut params = pick(after, &self.written);
                     params.extend(old_key);
-                    vec![Statement {
-                        sql: self.update_sql.clone(),
-                        params,
-                    }]
+                    vec![self.with_json_expressions(
+                        Statement {
+                            sql: self.update_sql.clone(),
+                            params,
+                        },
+                        Shape::Update,
+                    )]
                 } else {
                     vec![
                         Statement {
                             sql: self.delete_sql.clone(),
                             params: old_key,
                         },
-                        Statement {
-                            sql: write_sql.clone(),
-                            params: pick(after, &self.written),
-                        },
+                        write(after),
                     ]
                 }
             }

@@ -40,7 +40,9 @@ impl KeyRange {
 pub struct Digest {
     pub rows: u64,
     pub crc: u64,
-    pub md5: u64,
+    /// The first 64 bits of each row's SHA-256, XORed: `MD5()` is no longer in MySQL 9.6+'s
+    /// core, SHA2() is on every server.
+    pub sha: u64,
 }
 
 /// One side of the comparison: a table, its names for the key and the compared columns.
@@ -127,7 +129,7 @@ impl ChecksumPlan {
         let row_text = row_text(&side.compared);
         let sql = format!(
             "SELECT COUNT(*), COALESCE(BIT_XOR(CRC32({row_text})), 0), \
-             COALESCE(BIT_XOR(CAST(CONV(LEFT(MD5({row_text}), 16), 16, 10) AS UNSIGNED)), 0) \
+             COALESCE(BIT_XOR(CAST(CONV(LEFT(SHA2({row_text}, 256), 16), 16, 10) AS UNSIGNED)), 0) \
              FROM {} WHERE {condition}",
             side.table
         );
@@ -135,13 +137,13 @@ impl ChecksumPlan {
             .exec_first(sql, params)
             .await
             .sql_context(|| format!("checksumming a chunk of {}", side.table))?;
-        let (rows, crc, md5): (u64, u64, u64) = match row {
+        let (rows, crc, sha): (u64, u64, u64) = match row {
             Some(row) => mysql_async::from_row_opt(row).map_err(|e| {
                 EngineError::Stream(format!("unexpected checksum row of {}: {e}", side.table))
             })?,
             None => (0, 0, 0),
         };
-        Ok(Digest { rows, crc, md5 })
+        Ok(Digest { rows, crc, sha })
     }
 
     /// Copies `range` again: its ghost rows are deleted and re-read from the original under a

@@ -22,6 +22,17 @@ pub struct ServerInfo {
     pub lower_case_table_names: u8,
 }
 
+/// Column names of the replica status (`SHOW REPLICA STATUS` renamed them on MySQL 8.0.22; MariaDB
+/// kept the old ones).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaStatusColumns {
+    pub source_host: &'static str,
+    pub source_port: &'static str,
+    pub io_running: &'static str,
+    pub sql_running: &'static str,
+    pub seconds_behind: &'static str,
+}
+
 /// How the atomic cut-over swaps the tables on this server (`engine::cutover`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CutOverAlgorithm {
@@ -135,6 +146,52 @@ impl ServerInfo {
         }
     }
 
+    /// The replica status's column names.
+    pub fn replica_status_columns(&self) -> ReplicaStatusColumns {
+        match self.flavor {
+            Flavor::MySql if self.version >= (8, 0, 22) => ReplicaStatusColumns {
+                source_host: "Source_Host",
+                source_port: "Source_Port",
+                io_running: "Replica_IO_Running",
+                sql_running: "Replica_SQL_Running",
+                seconds_behind: "Seconds_Behind_Source",
+            },
+            _ => ReplicaStatusColumns {
+                source_host: "Master_Host",
+                source_port: "Master_Port",
+                io_running: "Slave_IO_Running",
+                sql_running: "Slave_SQL_Running",
+                seconds_behind: "Seconds_Behind_Master",
+            },
+        }
+    }
+
+    /// The variable that says a replica writes what it applies to its own binlog.
+    pub fn log_replica_updates_sql(&self) -> &'static str {
+        match self.flavor {
+            Flavor::MySql if self.version >= (8, 0, 26) => "SELECT @@global.log_replica_updates",
+            _ => "SELECT @@global.log_slave_updates",
+        }
+    }
+
+    /// The executed GTID state: MariaDB's `gtid_binlog_pos`, MySQL's `gtid_executed`.
+    pub fn gtid_state_sql(&self) -> &'static str {
+        match self.flavor {
+            Flavor::MariaDb => "SELECT @@global.gtid_binlog_pos",
+            Flavor::MySql => "SELECT @@global.gtid_executed",
+        }
+    }
+
+    /// Waits (state, seconds) until a replica has applied a GTID state; 0 when it has.
+    pub fn wait_for_gtid_sql(&self) -> &'static str {
+        match self.flavor {
+            // 0 reached, -1 timed out.
+            Flavor::MariaDb => "SELECT MASTER_GTID_WAIT(?, ?)",
+            // 0 reached, 1 timed out.
+            Flavor::MySql => "SELECT WAIT_FOR_EXECUTED_GTID_SET(?, ?)",
+        }
+    }
+
     /// Uses the REPLICA words (MySQL 8.0.22, MariaDB 10.5.1); MySQL 8.4 removed the SLAVE ones.
     fn says_replica(&self) -> bool {
         match self.flavor {
@@ -163,6 +220,15 @@ impl ServerInfo {
 
     /// Current binary log coordinates of this server.
     pub async fn binlog_coordinates(&self, conn: &mut Conn) -> Result<BinlogCoordinates> {
+        Ok(self.binlog_status(conn).await?.0)
+    }
+
+    /// Current binary log coordinates, with MySQL's executed GTID set at exactly that point (the
+    /// status row's `Executed_Gtid_Set`; None on MariaDB, whose state `BINLOG_GTID_POS` gives).
+    pub async fn binlog_status(
+        &self,
+        conn: &mut Conn,
+    ) -> Result<(BinlogCoordinates, Option<String>)> {
         let sql = self.binlog_status_sql();
         let row: Option<Row> = conn
             .query_first(sql)
@@ -175,8 +241,15 @@ impl ServerInfo {
         })?;
         let file: Option<String> = row.get(0);
         let pos: Option<u64> = row.get(1);
+        let gtids: Option<String> = match self.flavor {
+            Flavor::MySql => row
+                .get::<Option<String>, _>("Executed_Gtid_Set")
+                .flatten()
+                .map(|s| s.replace('\n', "")),
+            Flavor::MariaDb => None,
+        };
         match (file, pos) {
-            (Some(file), Some(pos)) => Ok(BinlogCoordinates { file, pos }),
+            (Some(file), Some(pos)) => Ok((BinlogCoordinates { file, pos }, gtids)),
             _ => Err(EngineError::ServerConfig(format!(
                 "{sql} returned an unexpected row shape"
             ))),
@@ -185,10 +258,7 @@ impl ServerInfo {
 
     /// The server's GTID position right now, in the form the stream can start from.
     pub async fn gtid_position(&self, conn: &mut Conn) -> Result<String> {
-        let sql = match self.flavor {
-            Flavor::MariaDb => "SELECT @@global.gtid_binlog_pos",
-            Flavor::MySql => "SELECT @@global.gtid_executed",
-        };
+        let sql = self.gtid_state_sql();
         let pos: Option<Option<String>> = conn
             .query_first(sql)
             .await

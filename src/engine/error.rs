@@ -20,8 +20,11 @@ pub enum EngineError {
     ServerConfig(String),
     #[error("table {table} is not supported: {reason}")]
     UnsupportedTable { table: String, reason: String },
-    #[error("table {0} does not exist")]
-    TableNotFound(String),
+    #[error(
+        "{}: `{table}` does not exist in `{schema}`; check --database and --table",
+        super::wording::cannot_find_table(.schema, .table)
+    )]
+    TableNotFound { schema: String, table: String },
     #[error("binlog stream: {0}")]
     Stream(String),
     #[error(
@@ -76,16 +79,16 @@ pub fn server_error_text(error: &mysql_async::Error) -> String {
 /// succeed on a new session, so it is retried within the retry budget.
 pub fn is_connection_error(error: &EngineError) -> bool {
     let source = match error {
-        EngineError::Connect { .. } => return true,
-        EngineError::Sql { source, .. } => source,
+        EngineError::Connect { source, .. } | EngineError::Sql { source, .. } => source,
         _ => return false,
     };
     match source {
         mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
         // Server shutdown, gone away, lost connection, connection killed (MariaDB), query
-        // interrupted by a KILL, and the wait for a lock ended by a restart.
+        // interrupted by a KILL, the wait for a lock ended by a restart, too many connections.
+        // Never a refusal such as a wrong password: retrying that cannot help.
         mysql_async::Error::Server(s) => {
-            matches!(s.code, 1053 | 2006 | 2013 | 1927 | 1317 | 3169)
+            matches!(s.code, 1053 | 2006 | 2013 | 1927 | 1317 | 3169 | 1040)
         }
         _ => false,
     }
@@ -102,5 +105,42 @@ impl<T> SqlContext<T> for std::result::Result<T, mysql_async::Error> {
             context: context(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: u16) -> mysql_async::Error {
+        mysql_async::Error::Server(mysql_async::ServerError {
+            code,
+            message: "m".into(),
+            state: "HY000".into(),
+        })
+    }
+
+    #[test]
+    fn only_lost_sessions_are_connection_errors() {
+        let connect = |code| EngineError::Connect {
+            endpoint: "h:1".into(),
+            source: server_error(code),
+        };
+        assert!(
+            !is_connection_error(&connect(1045)),
+            "a wrong password is final"
+        );
+        assert!(
+            is_connection_error(&connect(1040)),
+            "too many connections passes"
+        );
+        let sql = |code| EngineError::Sql {
+            context: "c".into(),
+            source: server_error(code),
+        };
+        assert!(is_connection_error(&sql(2013)));
+        assert!(is_connection_error(&sql(1927)));
+        assert!(!is_connection_error(&sql(1062)));
+        assert!(!is_connection_error(&EngineError::Refused("no".into())));
     }
 }

@@ -7,6 +7,7 @@ use mysql_async::{Conn, prelude::Queryable};
 
 use super::error::{EngineError, Result, SqlContext};
 use super::schema::{ColumnKind, TableSchema};
+use super::wording;
 use crate::sql::qualified;
 
 /// A PRIMARY or UNIQUE key.
@@ -44,11 +45,17 @@ pub async fn table_kind(conn: &mut Conn, schema: &str, table: &str) -> Result<(S
         )
         .await
         .sql_context(|| format!("looking up {}", qualified(schema, table)))?;
-    let (kind, engine) = row.ok_or_else(|| EngineError::TableNotFound(qualified(schema, table)))?;
+    let (kind, engine) = row.ok_or_else(|| EngineError::TableNotFound {
+        schema: schema.to_string(),
+        table: table.to_string(),
+    })?;
     if kind.eq_ignore_ascii_case("VIEW") {
         return Err(EngineError::UnsupportedTable {
             table: qualified(schema, table),
-            reason: "it is a VIEW; migrate the base table instead".into(),
+            reason: format!(
+                "{}: migrate the base table instead",
+                wording::is_a_view(schema, table)
+            ),
         });
     }
     Ok((kind, engine.unwrap_or_else(|| "InnoDB".into())))
@@ -176,13 +183,19 @@ pub fn choose_shared_key(
     if original_keys.is_empty() {
         return Err(EngineError::UnsupportedTable {
             table: original.qualified_name(),
-            reason: "no PRIMARY nor UNIQUE key found in table: add one (e.g. an AUTO_INCREMENT primary key) first".into(),
+            reason: format!(
+                "{}: add one (e.g. an AUTO_INCREMENT primary key) first",
+                wording::NO_UNIQUE_KEY
+            ),
         });
     }
     if ghost_keys.is_empty() {
         return Err(EngineError::UnsupportedTable {
             table: original.qualified_name(),
-            reason: "no PRIMARY nor UNIQUE key found in table after the ALTER: the new table needs one; keep a unique key".into(),
+            reason: format!(
+                "{} (the table after the ALTER has none): keep a unique key",
+                wording::NO_UNIQUE_KEY
+            ),
         });
     }
     let usable = |key: &UniqueKey| {
@@ -225,18 +238,19 @@ pub fn choose_shared_key(
     let Some(best) = candidates.first() else {
         return Err(EngineError::UnsupportedTable {
             table: original.qualified_name(),
-            reason: "no shared unique key can be found: the table and the ALTER's result have no unique key in common \
-                     (FLOAT and JSON keys do not count); keep a unique key's columns unchanged"
-                .into(),
+            reason: format!(
+                "{}: the table and the ALTER's result have no unique key in common \
+                     (FLOAT and JSON keys do not count); keep a unique key's columns unchanged",
+                wording::NO_SHARED_KEY
+            ),
         });
     };
     if best.has_nullable && !allow_nullable {
         return Err(EngineError::UnsupportedTable {
             table: original.qualified_name(),
             reason: format!(
-                "the only usable unique key `{}` has nullable columns, and NULLs make rows ambiguous; \
-                 make them NOT NULL or pass --allow-nullable-unique-key if no NULL is ever stored",
-                best.name
+                "{}; or make its columns NOT NULL first",
+                wording::nullable_key(&best.name)
             ),
         });
     }
@@ -337,7 +351,8 @@ pub async fn check_grants(conn: &mut Conn, schema: &str) -> Result<()> {
         return Ok(());
     }
     Err(EngineError::ServerConfig(format!(
-        "the user lacks {}: GRANT {} ON *.* (or ON `{schema}`.* for the table privileges) to it",
+        "{}: the user lacks {}: GRANT {} ON *.* (or ON `{schema}`.* for the table privileges) to it",
+        wording::insufficient_privileges(schema),
         missing.join(", "),
         missing.join(", ")
     )))

@@ -34,6 +34,7 @@ use super::progress::{Phase, Progress, ThrottleState};
 use super::schema::{ColumnKind, TableSchema};
 use super::streamer::{BinlogStreamer, RowChange, StartPosition, StreamItem, StreamerConfig};
 use super::throttle::{ThrottleSettings, ThrottleVerdict, spawn_throttler};
+use super::wording;
 use crate::sql::qualified;
 
 /// How a migration ended when it did not fail.
@@ -371,9 +372,9 @@ impl Run {
                 .map(|(a, b)| format!("{a}->{b}"))
                 .collect();
             return Err(EngineError::Refused(format!(
-                "the ALTER renames columns ({}): pass --approve-renamed-columns to copy their data under the new names, \
-                 or --skip-renamed-columns to treat them as drop+add",
-                renames.join(", ")
+                "{} (--approve-renamed-columns copies their data under the new names; \
+                 --skip-renamed-columns treats them as drop and add)",
+                wording::renames_columns(&renames.join(", "))
             )));
         }
 
@@ -389,7 +390,7 @@ impl Run {
         if cfg.switch_to_rbr {
             switch_to_rbr(&mut inspector_conn, &server).await?;
         }
-        super::streamer::preflight(&mut inspector_conn, &server).await?;
+        super::streamer::preflight(&mut inspector_conn, &server, &cfg.inspector.endpoint()).await?;
         let applier_cfg = resolve_applier(&cfg, &server, &mut inspector_conn).await?;
         // Before the table is looked at: a half-done two-step swap leaves it absent.
         if let Some(outcome) = recover::finish_interrupted(&cfg, &applier_cfg, &progress).await? {
@@ -421,7 +422,10 @@ impl Run {
         if original_keys.is_empty() {
             return Err(EngineError::UnsupportedTable {
                 table: original.qualified_name(),
-                reason: "no PRIMARY nor UNIQUE key found in table: add one (e.g. an AUTO_INCREMENT primary key) first".into(),
+                reason: format!(
+                    "{}: add one (e.g. an AUTO_INCREMENT primary key) first",
+                    wording::NO_UNIQUE_KEY
+                ),
             });
         }
         if !cfg.skip_foreign_key_checks {
@@ -430,15 +434,20 @@ impl Run {
             if parent > 0 {
                 return Err(EngineError::UnsupportedTable {
                     table: original.qualified_name(),
-                    reason: "other tables reference it with foreign keys; the swap would leave them pointing at the old table. \
-                             Drop those foreign keys first"
-                        .into(),
+                    reason: format!(
+                        "{}: other tables reference it, and the swap would leave them pointing at the old table; \
+                         drop those foreign keys first",
+                        wording::parent_side_foreign_keys(parent, &cfg.database, &cfg.table)
+                    ),
                 });
             }
             if child > 0 && !cfg.discard_foreign_keys {
                 return Err(EngineError::UnsupportedTable {
                     table: original.qualified_name(),
-                    reason: "Child-side foreign keys are not supported. Bailing out: pass --discard-foreign-keys to migrate it without them".into(),
+                    reason: format!(
+                        "{}: pass --discard-foreign-keys to migrate it without them",
+                        wording::child_side_foreign_keys(child, &cfg.database, &cfg.table)
+                    ),
                 });
             }
         }
@@ -446,7 +455,10 @@ impl Run {
         if !triggers.is_empty() && !cfg.include_triggers {
             return Err(EngineError::UnsupportedTable {
                 table: original.qualified_name(),
-                reason: "it has triggers; pass --include-triggers --trigger-suffix=<suffix> to recreate them on the new table".into(),
+                reason: format!(
+                    "{}: pass --include-triggers --trigger-suffix=<suffix> to recreate them on the new table",
+                    wording::triggers_found(&cfg.database, &cfg.table)
+                ),
             });
         }
         let names = match &cfg.revert_from {
@@ -479,8 +491,8 @@ impl Run {
             .sql_context(|| "taking the migration lock".into())?;
         if got.flatten() != Some(1) {
             return Err(EngineError::Refused(format!(
-                "another migration of {} is running (lock {lock_name:?} is held); wait for it or stop it",
-                original.qualified_name()
+                "{}: another migration of this table is running; wait for it or stop it",
+                wording::migration_lock_held(&cfg.database, &cfg.table, &lock_name)
             )));
         }
 
@@ -548,8 +560,8 @@ impl Run {
             if inspector::table_exists(&mut ddl_conn, &cfg.database, name).await? {
                 if !drop_ok {
                     return Err(EngineError::Refused(format!(
-                        "table {} exists, probably left by an earlier run: drop it, or pass {flag}",
-                        qualified(&cfg.database, name)
+                        "{} (it is probably left by an earlier run)",
+                        wording::table_exists(&qualified(&cfg.database, name), flag)
                     )));
                 }
                 drop_table_if_exists(&mut ddl_conn, &cfg.database, name).await?;
@@ -1032,8 +1044,8 @@ impl Run {
                 && matches!(ghost.columns[g].kind, ColumnKind::Timestamp { .. })
             {
                 return Err(EngineError::Refused(format!(
-                    "no support at this time for converting a column from DATETIME to TIMESTAMP that is also part of the \
-                     chosen unique key (`{column}`); change it in a separate step or keep another unique key"
+                    "{}: change it in a separate step, or keep another unique key",
+                    wording::datetime_to_timestamp_key(column, &key.name)
                 )));
             }
         }
@@ -1275,9 +1287,7 @@ impl Run {
             return Ok(false);
         };
         if let Some(reason) = verdict.critical {
-            return Err(EngineError::Cancelled(format!(
-                "critical-load reached: {reason}"
-            )));
+            return Err(EngineError::Cancelled(wording::critical_load_met(&reason)));
         }
         let backlog = (live.events.len() + live.pending.len()) as u64;
         self.progress.send_if_modified(|p| {
@@ -1736,19 +1746,21 @@ async fn resolve_applier(
         Topology::TestOnReplica | Topology::MigrateOnReplica => {
             if !is_replica {
                 return Err(EngineError::Refused(format!(
-                    "{} is not a replica; --test-on-replica and --migrate-on-replica need --host to be one",
+                    "{}: {} is not one; point --host at a replica",
+                    wording::NOT_A_REPLICA,
                     cfg.inspector.endpoint()
                 )));
             }
             let log_slave_updates: Option<Option<String>> = conn
-                .query_first("SELECT @@global.log_slave_updates")
+                .query_first(server.log_replica_updates_sql())
                 .await
                 .sql_context(|| "reading log_slave_updates".into())?;
             let on = log_slave_updates.flatten().unwrap_or_default();
             if !(on == "1" || on.eq_ignore_ascii_case("ON")) {
-                return Err(EngineError::ServerConfig(
-                    "log_slave_updates is OFF on the replica: the migration cannot follow its writes; set it ON".into(),
-                ));
+                return Err(EngineError::ServerConfig(format!(
+                    "{}: the migration cannot follow its writes otherwise; set it ON",
+                    wording::log_slave_updates_on_replica(&cfg.inspector.endpoint())
+                )));
             }
             Ok(cfg.inspector.clone())
         }
@@ -1757,8 +1769,9 @@ async fn resolve_applier(
                 return Ok(primary.clone());
             }
             if let Some(row) = status {
-                let host: Option<String> = row.get("Master_Host");
-                let port: Option<u16> = row.get("Master_Port");
+                let columns = server.replica_status_columns();
+                let host: Option<String> = row.get(columns.source_host);
+                let port: Option<u16> = row.get(columns.source_port);
                 if let (Some(host), Some(port)) = (host, port) {
                     return Ok(ConnectionConfig {
                         host,
@@ -1769,8 +1782,8 @@ async fn resolve_applier(
             }
             if !cfg.allow_on_master {
                 return Err(EngineError::Refused(format!(
-                    "{} is a primary, not a replica: pass --allow-on-master to migrate directly on it, \
-                     or point --host at a replica",
+                    "{} ({} is a primary, not a replica), or point --host at a replica",
+                    wording::RUN_ON_MASTER,
                     cfg.inspector.endpoint()
                 )));
             }
@@ -1834,12 +1847,14 @@ async fn check_ghost_trigger_names(
         );
         if name.chars().count() > 64 {
             return Err(EngineError::Refused(format!(
-                "trigger name {name} would be longer than 64 characters: use a shorter --trigger-suffix"
+                "{}: use a shorter --trigger-suffix",
+                wording::ghost_triggers_too_long(&name, 64)
             )));
         }
         if existing.contains(&name) {
             return Err(EngineError::Refused(format!(
-                "found gh-ost triggers: trigger {name} already exists in `{}`; drop it or choose another --trigger-suffix",
+                "{}: trigger {name} already exists in `{}`; drop it or choose another --trigger-suffix",
+                wording::ghost_triggers_exist(&name),
                 cfg.database
             )));
         }

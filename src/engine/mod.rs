@@ -19,6 +19,7 @@ pub mod dialect;
 pub mod error;
 pub mod hooks;
 pub mod inspector;
+pub mod json_value;
 pub mod migration;
 pub mod names;
 pub mod position;
@@ -27,5 +28,6 @@ pub mod schema;
 pub mod streamer;
 pub mod throttle;
 pub mod values;
+pub mod wording;
 
 pub use error::{EngineError, Result};

@@ -126,6 +126,96 @@ impl fmt::Display for MariaGtidState {
     }
 }
 
+/// A MySQL GTID set (`3e11fa47-...:1-5:7,4e11fa47-...:1-3`): every transaction executed, per
+/// source server. A stream resumes from it by asking for everything not in it, so it must be
+/// the whole set, not the last GTID.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MysqlGtidSet {
+    /// Source UUID (lower case) → sorted, disjoint, non-adjacent inclusive intervals.
+    by_source: BTreeMap<String, Vec<(u64, u64)>>,
+}
+
+impl MysqlGtidSet {
+    /// Parses `uuid:1-5:7,uuid2:3` (the empty string is the empty set; newlines are ignored).
+    pub fn parse(input: &str) -> Result<Self> {
+        let bad = |reason: &str| EngineError::InvalidPosition {
+            input: input.into(),
+            reason: reason.into(),
+        };
+        let mut set = Self::default();
+        for part in input.split(',').map(|p| p.trim()).filter(|p| !p.is_empty()) {
+            let mut pieces = part.split(':');
+            let source = pieces
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase();
+            if source.len() != 36 {
+                return Err(bad(
+                    "a MySQL GTID set is uuid:interval[:interval],... (tagged GTIDs are not supported)",
+                ));
+            }
+            for interval in pieces {
+                let (start, end) = match interval.split_once('-') {
+                    Some((a, b)) => (a, b),
+                    None => (interval, interval),
+                };
+                let start: u64 = start
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("an interval bound is not a number"))?;
+                let end: u64 = end
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("an interval bound is not a number"))?;
+                insert_interval(&mut set, &source, start, end);
+            }
+        }
+        Ok(set)
+    }
+
+    /// Adds one transaction.
+    pub fn add(&mut self, source: &str, gno: u64) {
+        insert_interval(self, &source.to_ascii_lowercase(), gno, gno);
+    }
+}
+
+/// Inserts [start, end] into the source's intervals, merging overlapping and adjacent ones.
+fn insert_interval(set: &mut MysqlGtidSet, source: &str, start: u64, end: u64) {
+    let intervals = set.by_source.entry(source.to_string()).or_default();
+    intervals.push((start.min(end), start.max(end)));
+    intervals.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(intervals.len());
+    for &(a, b) in intervals.iter() {
+        match merged.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    *intervals = merged;
+}
+
+impl fmt::Display for MysqlGtidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for (source, intervals) in &self.by_source {
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            f.write_str(source)?;
+            for (a, b) in intervals {
+                if a == b {
+                    write!(f, ":{a}")?;
+                } else {
+                    write!(f, ":{a}-{b}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A resumable position: coordinates plus, when known, the GTID state at that point.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BinlogPosition {
@@ -146,6 +236,23 @@ impl fmt::Display for BinlogPosition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mysql_gtid_sets_grow_and_merge() {
+        let mut set = MysqlGtidSet::parse(
+            "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5:7,\n4e11fa47-71ca-11e1-9e33-c80aa9429562:1-3",
+        )
+        .unwrap();
+        set.add("3e11fa47-71ca-11e1-9e33-c80aa9429562", 6);
+        set.add("5e11fa47-71ca-11e1-9e33-c80aa9429562", 1);
+        assert_eq!(
+            set.to_string(),
+            "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-7,4e11fa47-71ca-11e1-9e33-c80aa9429562:1-3,\
+             5e11fa47-71ca-11e1-9e33-c80aa9429562:1"
+        );
+        assert_eq!(MysqlGtidSet::parse("").unwrap().to_string(), "");
+        assert!(MysqlGtidSet::parse("x:1").is_err());
+    }
 
     #[test]
     fn coordinates_round_trip() {

@@ -105,7 +105,10 @@ impl TableSchema {
             .await
             .sql_context(|| format!("reading columns of {}", qualified(schema, table)))?;
         if rows.is_empty() {
-            return Err(EngineError::TableNotFound(qualified(schema, table)));
+            return Err(EngineError::TableNotFound {
+                schema: schema.to_string(),
+                table: table.to_string(),
+            });
         }
         let mut columns = Vec::with_capacity(rows.len());
         for (name, data_type, column_type, nullable, charset, collation, octets, fsp, extra) in rows

@@ -23,10 +23,14 @@ use tracing::{debug, info, warn};
 use super::conn::ConnectionConfig;
 use super::dialect::{Flavor, ServerInfo};
 use super::error::{EngineError, Result, SqlContext};
-use super::position::{BinlogCoordinates, BinlogPosition, MariaGtid, MariaGtidState};
+use super::position::{BinlogCoordinates, BinlogPosition, MariaGtid, MariaGtidState, MysqlGtidSet};
 use super::schema::{ColumnKind, TableSchema};
 use super::values::to_param;
+use super::wording;
 use crate::sql::quote_literal;
+
+/// MySQL's TRANSACTION_PAYLOAD_EVENT: a transaction compressed with zstd.
+const TRANSACTION_PAYLOAD_EVENT: u8 = 40;
 
 /// MariaDB event type codes that mysql_common does not know.
 mod maria_event {
@@ -129,8 +133,15 @@ pub struct BinlogStreamer {
     /// The last transaction boundary: where a reconnect restarts.
     resume: BinlogPosition,
     /// End of the last event whose items were handed out; replays up to here are skipped.
-    delivered_through: Option<BinlogCoordinates>,
+    /// Events of the transaction in flight whose items were handed out. A reconnect replays the
+    /// transaction from its start, and this many of its events are skipped: counted, not
+    /// matched by position, since MariaDB 11.4+ logs events inside a transaction with
+    /// end_log_pos 0 (binlog_legacy_event_pos=OFF).
+    delivered_in_trx: u64,
+    /// Replayed events still to skip after a reconnect.
+    skip_in_trx: u64,
     maria_gtids: MariaGtidState,
+    mysql_gtids: Option<MysqlGtidSet>,
     trx_gtid: Option<String>,
     in_trx: bool,
     seen_format_description: bool,
@@ -146,12 +157,18 @@ impl BinlogStreamer {
     pub async fn start(cfg: StreamerConfig) -> Result<Self> {
         let mut conn = cfg.connection.connect().await?;
         let server = ServerInfo::detect(&mut conn).await?;
-        preflight(&mut conn, &server).await?;
+        preflight(&mut conn, &server, &cfg.connection.endpoint()).await?;
 
+        // MySQL: the executed set, grown by every transaction; unknown when starting from bare
+        // coordinates (MySQL cannot say what was executed at a past position).
+        let mut mysql_gtids: Option<MysqlGtidSet> = None;
         let (coordinates, maria_gtids, start_gtid) = match &cfg.start {
             StartPosition::Current => {
-                let c = server.binlog_coordinates(&mut conn).await?;
+                let (c, mysql_set) = server.binlog_status(&mut conn).await?;
                 let g = maria_gtid_at(&mut conn, &server, &c).await?;
+                if let Some(set) = mysql_set {
+                    mysql_gtids = Some(MysqlGtidSet::parse(&set)?);
+                }
                 (c, g, None)
             }
             StartPosition::Coordinates(c) => {
@@ -162,6 +179,7 @@ impl BinlogStreamer {
                 let state = if server.is_mariadb() {
                     MariaGtidState::parse(gtid)?
                 } else {
+                    mysql_gtids = Some(MysqlGtidSet::parse(gtid)?);
                     MariaGtidState::default()
                 };
                 // The file is learnt from the server's first (fake) Rotate.
@@ -177,7 +195,7 @@ impl BinlogStreamer {
             .collect();
         let resume = BinlogPosition {
             coordinates: coordinates.clone(),
-            gtid: gtid_label(&server, &maria_gtids, start_gtid.as_deref()),
+            gtid: gtid_label(&server, &maria_gtids, mysql_gtids.as_ref()),
         };
         let mut streamer = Self {
             cfg,
@@ -187,8 +205,10 @@ impl BinlogStreamer {
             connection_id: None,
             file: coordinates.file.clone(),
             resume,
-            delivered_through: None,
+            delivered_in_trx: 0,
+            skip_in_trx: 0,
             maria_gtids,
+            mysql_gtids,
             trx_gtid: None,
             in_trx: false,
             seen_format_description: false,
@@ -310,8 +330,11 @@ impl BinlogStreamer {
         self.file = file;
         self.seen_format_description = false;
         self.checked_table_ids.clear();
-        // Whatever the transaction in flight was, it is replayed from its start.
+        // Whatever the transaction in flight was, it is replayed from its start: skip the events
+        // of it already handed out.
         self.in_trx = false;
+        self.skip_in_trx = self.delivered_in_trx;
+        self.delivered_in_trx = 0;
         self.trx_gtid = None;
         Ok(())
     }
@@ -352,6 +375,15 @@ impl BinlogStreamer {
         let raw_type = header.event_type_raw();
         if log_pos != 0 {
             self.failures_in_a_row = 0;
+        }
+        // Before the checksum: a compressed transaction is refused for what it is.
+        if raw_type == TRANSACTION_PAYLOAD_EVENT {
+            return Err(EngineError::ServerConfig(format!(
+                "a compressed transaction (binlog_transaction_compression=ON in some session) at {}:{log_pos}: \
+                 its rows cannot be read; SET GLOBAL binlog_transaction_compression=OFF and make sure no \
+                 session turns it on, then run again",
+                self.file
+            )));
         }
         if self.cfg.verify_checksums {
             verify_checksum(&event, &self.file, log_pos)?;
@@ -400,13 +432,12 @@ impl BinlogStreamer {
                     let schema = query.schema().into_owned();
                     let (folded, _) = table_key(&self.server, &schema, "");
                     let followed = self.tables.keys().any(|(s, _)| *s == folded);
-                    if followed && log_pos != 0 && !self.already_delivered(log_pos) {
+                    if followed && !self.already_delivered() {
                         self.pending.push_back(StreamItem::Statement {
                             schema,
                             query: sql.into_owned(),
                             position: BinlogCoordinates::new(&self.file, log_pos),
                         });
-                        self.mark_delivered(log_pos);
                     }
                     if !self.in_trx {
                         self.commit(log_pos);
@@ -415,7 +446,11 @@ impl BinlogStreamer {
             }
             EventData::XidEvent(_) => self.commit(log_pos),
             EventData::GtidEvent(gtid) => {
-                self.trx_gtid = Some(format!("{}:{}", format_uuid(&gtid.sid()), gtid.gno()));
+                let source = format_uuid(&gtid.sid());
+                if let Some(set) = self.mysql_gtids.as_mut() {
+                    set.add(&source, gtid.gno());
+                }
+                self.trx_gtid = Some(format!("{source}:{}", gtid.gno()));
             }
             EventData::HeartbeatEvent => {
                 if log_pos != 0 {
@@ -495,7 +530,7 @@ impl BinlogStreamer {
         let Some(table) = self.tables.get(&key).cloned() else {
             return Ok(());
         };
-        if log_pos != 0 && self.already_delivered(log_pos) {
+        if self.already_delivered() {
             return Ok(());
         }
         if self.checked_table_ids.insert(table_id) {
@@ -527,7 +562,6 @@ impl BinlogStreamer {
                 timestamp,
             }));
         }
-        self.mark_delivered(log_pos);
         Ok(())
     }
 
@@ -538,25 +572,25 @@ impl BinlogStreamer {
         }
         self.resume = BinlogPosition {
             coordinates: BinlogCoordinates::new(&self.file, log_pos),
-            gtid: gtid_label(&self.server, &self.maria_gtids, self.trx_gtid.as_deref()),
+            gtid: gtid_label(&self.server, &self.maria_gtids, self.mysql_gtids.as_ref()),
         };
         self.trx_gtid = None;
-        self.delivered_through = None;
+        self.delivered_in_trx = 0;
+        self.skip_in_trx = 0;
         self.pending
             .push_back(StreamItem::Commit(self.resume.clone()));
     }
 
-    fn already_delivered(&mut self, log_pos: u64) -> bool {
-        let replayed =
-            matches!(&self.delivered_through, Some(d) if d.file == self.file && log_pos <= d.pos);
-        if replayed {
+    /// Counts an event of a followed table; true when a reconnect replayed it and its items
+    /// were already handed out (skip it).
+    fn already_delivered(&mut self) -> bool {
+        self.delivered_in_trx += 1;
+        if self.skip_in_trx > 0 {
+            self.skip_in_trx -= 1;
             self.replayed_events_skipped += 1;
+            return true;
         }
-        replayed
-    }
-
-    fn mark_delivered(&mut self, log_pos: u64) {
-        self.delivered_through = Some(BinlogCoordinates::new(&self.file, log_pos));
+        false
     }
 }
 
@@ -572,7 +606,11 @@ fn table_key(server: &ServerInfo, schema: &str, table: &str) -> (String, String)
 
 /// Refuses server settings under which row changes would be missing or unreadable (also the
 /// migration's validation of the inspected server).
-pub async fn preflight(conn: &mut mysql_async::Conn, server: &ServerInfo) -> Result<()> {
+pub async fn preflight(
+    conn: &mut mysql_async::Conn,
+    server: &ServerInfo,
+    endpoint: &str,
+) -> Result<()> {
     let row: Option<(Option<String>, Option<String>, Option<String>)> = conn
         .query_first("SELECT @@global.log_bin, @@global.binlog_format, @@global.binlog_row_image")
         .await
@@ -580,21 +618,57 @@ pub async fn preflight(conn: &mut mysql_async::Conn, server: &ServerInfo) -> Res
     let (log_bin, format, image) = row.unwrap_or_default();
     let log_bin = log_bin.unwrap_or_default();
     if !(log_bin == "1" || log_bin.eq_ignore_ascii_case("ON")) {
-        return Err(EngineError::ServerConfig(
-            "binary logging is off: start the server with --log-bin".into(),
-        ));
+        return Err(EngineError::ServerConfig(format!(
+            "{}: start the server with --log-bin",
+            wording::no_binary_logs(endpoint)
+        )));
     }
     let format = format.unwrap_or_default();
     if !format.eq_ignore_ascii_case("ROW") {
         return Err(EngineError::ServerConfig(format!(
-            "binlog_format is {format}, not ROW: run SET GLOBAL binlog_format='ROW' (and restart replication), or pass --switch-to-rbr"
+            "{}: run SET GLOBAL binlog_format='ROW' (and restart replication), or pass --switch-to-rbr",
+            wording::binlog_format_not_row(&format)
         )));
     }
     let image = image.unwrap_or_default();
     if !image.eq_ignore_ascii_case("FULL") {
-        return Err(EngineError::ServerConfig(format!(
-            "binlog_row_image is {image}, not FULL: run SET GLOBAL binlog_row_image='FULL'"
+        return Err(EngineError::ServerConfig(wording::row_image_not_full(
+            endpoint, &image,
         )));
+    }
+    if !server.is_mariadb() {
+        // MySQL 8.0.20 and 8.0.3 added them; an older server has neither.
+        let read = async |conn: &mut mysql_async::Conn, sql: &str| -> Result<String> {
+            let value: Option<Option<String>> = conn
+                .query_first(sql)
+                .await
+                .sql_context(|| sql.to_string())?;
+            Ok(value.flatten().unwrap_or_default())
+        };
+        let compression = if server.version >= (8, 0, 20) {
+            read(conn, "SELECT @@global.binlog_transaction_compression").await?
+        } else {
+            String::new()
+        };
+        let value_options = if server.version >= (8, 0, 3) {
+            read(conn, "SELECT @@global.binlog_row_value_options").await?
+        } else {
+            String::new()
+        };
+        if compression == "1" || compression.eq_ignore_ascii_case("ON") {
+            return Err(EngineError::ServerConfig(
+                "binlog_transaction_compression is ON: compressed transactions cannot be read; \
+                 SET GLOBAL binlog_transaction_compression=OFF (and make sure no session turns it on)"
+                    .into(),
+            ));
+        }
+        if value_options.to_ascii_uppercase().contains("PARTIAL_JSON") {
+            return Err(EngineError::ServerConfig(
+                "binlog_row_value_options is PARTIAL_JSON: JSON updates are logged as diffs, which \
+                 cannot be replayed; SET GLOBAL binlog_row_value_options=''"
+                    .into(),
+            ));
+        }
     }
     if server.is_mariadb() {
         let compress: Option<Option<String>> = conn
@@ -628,15 +702,17 @@ async fn maria_gtid_at(
     MariaGtidState::parse(&pos.flatten().unwrap_or_default())
 }
 
+/// The GTID state at a transaction boundary, to resume from: MariaDB's per-domain state, or
+/// MySQL's whole executed set (None when it is not known).
 fn gtid_label(
     server: &ServerInfo,
     maria: &MariaGtidState,
-    mysql_last: Option<&str>,
+    mysql: Option<&MysqlGtidSet>,
 ) -> Option<String> {
     if server.is_mariadb() {
         Some(maria.to_string())
     } else {
-        mysql_last.map(str::to_string)
+        mysql.map(ToString::to_string)
     }
 }
 
@@ -695,11 +771,19 @@ fn check_table_map(table: &TableSchema, tme: &TableMapEvent<'_>) -> Result<()> {
 fn convert_image(table: &TableSchema, mut row: BinlogRow) -> Result<Vec<Value>> {
     let mut values = Vec::with_capacity(table.columns.len());
     for (i, column) in table.columns.iter().enumerate() {
-        let value = row.take(i).ok_or_else(|| EngineError::Decode {
-            table: table.qualified_name(),
-            column: column.name.clone(),
-            reason: "missing from the row image: set binlog_row_image=FULL".into(),
-        })?;
+        let Some(value) = row.take(i) else {
+            // MariaDB 11.x leaves virtual columns out of a FULL image; ghost never writes a
+            // generated column, so its value is not needed.
+            if column.generated {
+                values.push(Value::NULL);
+                continue;
+            }
+            return Err(EngineError::Decode {
+                table: table.qualified_name(),
+                column: column.name.clone(),
+                reason: "missing from the row image: set binlog_row_image=FULL".into(),
+            });
+        };
         let param = to_param(column, value).map_err(|e| EngineError::Decode {
             table: table.qualified_name(),
             column: column.name.clone(),

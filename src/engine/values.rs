@@ -25,8 +25,8 @@ pub fn to_param(column: &ColumnSchema, value: BinlogValue<'_>) -> Result<Value, 
             let dom = jsonb
                 .parse()
                 .map_err(|e| DecodeError(format!("invalid binary JSON: {e}")))?;
-            let json: serde_json::Value = dom.into();
-            return Ok(Value::Bytes(json.to_string().into_bytes()));
+            // Typed scalars inside (DECIMAL, DATE, TIME, DATETIME) keep their JSON types.
+            return super::json_value::to_param(dom).map_err(DecodeError);
         }
         BinlogValue::JsonDiff(_) => {
             return Err(DecodeError(

@@ -41,8 +41,9 @@ impl Tally {
     }
 
     pub fn report(&self, name: &str) -> String {
+        let server = std::env::var("GHOST_TEST_SERVER").unwrap_or_else(|_| "mariadb-10.11".into());
         let line = format!(
-            "{name}: kills survived {}, faults injected {}, rows compared {}, acknowledged writes {}, mismatches {}",
+            "[{server}] {name}: kills survived {}, faults injected {}, rows compared {}, acknowledged writes {}, mismatches {}",
             self.kills.load(Ordering::Relaxed),
             self.faults.load(Ordering::Relaxed),
             self.rows.load(Ordering::Relaxed),
