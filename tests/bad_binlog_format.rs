@@ -44,7 +44,7 @@ async fn statement_binlog_format_is_refused() {
     assert_ne!(out.status.code(), Some(0));
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("binlog_format is STATEMENT, not ROW"),
+        stderr.contains("existing binlog_format is STATEMENT. Am not switching it to ROW unless you specify --switch-to-rbr"),
         "{stderr}"
     );
     assert!(
