@@ -10,9 +10,6 @@
 # scripts/check-dockerfile checks a release build against what this file copies.
 
 FROM rust:1.95.0-bookworm AS builder
-# Link zlib (mysql_async's compression, through flate2/libz-sys) statically: distroless cc-debian12
-# does not promise a libz.so.1.
-ENV LIBZ_SYS_STATIC=1
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src

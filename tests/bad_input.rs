@@ -384,3 +384,42 @@ async fn resume_with_another_alter() {
         .expect("columns");
     assert_eq!(cols, ["id", "v", "a"]);
 }
+
+/// A server that accepts the TCP connection and then says nothing (a black-holed proxy): with
+/// `--mysql-timeout` the run gives up and names the timeout, instead of waiting forever.
+#[tokio::test]
+async fn a_silent_server_is_given_up_after_mysql_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    // Accept and hold every connection without a byte of handshake.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let mut args = base_args("ghost_t_silent", "t", "ADD COLUMN c INT");
+    args[1] = format!("--port={port}");
+    args.extend([
+        "--mysql-timeout=1".to_string(),
+        "--default-retries=2".to_string(),
+    ]);
+    let mut child = Command::new(common::ghost_bin())
+        .arg("migrate")
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run ghost");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ghost still waits on a silent server after 60 s with --mysql-timeout=1");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("--mysql-timeout=1"), "{stderr}");
+}

@@ -11,6 +11,8 @@
 mod common;
 
 use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -88,6 +90,57 @@ async fn kill_at_every_cut_over_step() {
     tally.report("kill at every cut-over step");
 }
 
+/// SIGKILL while a finished cut-over cleans up (the old table kept, or dropped with
+/// `--ok-to-drop-table`): the resumed run finishes the clean-up, or recognises the finished run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_while_cleaning_up() {
+    let trials = (env_count("GHOST_FAULT_TRIALS", 20) / 10).max(2);
+    let tally = Tally::default();
+    for (step, keep_old) in [
+        ("finish:old-table-dropped", false),
+        ("finish:changelog-left", false),
+        ("finish:changelog-left", true),
+    ] {
+        for trial in 0..trials {
+            let t = Trial::start("cleankill").await;
+            let keep: &[&str] = if keep_old {
+                &["--ok-to-drop-table=false"]
+            } else {
+                &[]
+            };
+            t.die_at(step, keep, &tally);
+            let resumed = ghost(&t.schema.name, &[keep, &["--resume"]].concat())
+                .output()
+                .expect("resume");
+            let what = format!("{step} (old table kept: {keep_old}) trial {trial}");
+            assert!(
+                resumed.status.success(),
+                "{what}: the resumed run failed: {}",
+                describe(&resumed)
+            );
+            let out = String::from_utf8_lossy(&resumed.stdout);
+            assert!(
+                out.contains("already migrated"),
+                "{what}: the resumed run should say the migration was done: {out}"
+            );
+            if keep_old {
+                // The kept old table (and the revert's checkpoint) are the user's to drop; the
+                // check below wants only `t`.
+                let mut conn = t.schema.admin_config().connect().await.expect("admin");
+                conn.query_drop(format!(
+                    "DROP TABLE `{0}`.`_t_del`, `{0}`.`_t_ghk`",
+                    t.schema.name
+                ))
+                .await
+                .expect("drop the kept old table");
+                let _ = conn.disconnect().await;
+            }
+            t.finish(&tally, &what).await;
+        }
+    }
+    tally.report("kill while cleaning up");
+}
+
 /// Two-step cut-over: SIGKILL while locked, once the marker is applied, and between the two
 /// renames (the table is briefly absent there): the resumed run completes the swap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -143,7 +196,7 @@ async fn writes_that_reached_the_old_table_are_found_and_applied() {
     let Trial { schema, writers } = t;
     let (record, counts) = writers.stop().await;
     let mut admin = schema.admin_config().connect().await.expect("admin");
-    use mysql_async::prelude::Queryable;
+
     admin
         .query_drop("RENAME TABLE t TO _t_del, _t_gho TO t")
         .await
@@ -209,9 +262,11 @@ async fn kill_at_random_moments_and_resume() {
         );
         let delay = std::time::Duration::from_millis(rand::random_range(0..=max_delay));
         tokio::time::sleep(delay).await;
-        let finished = run.child.try_wait().expect("wait").is_some();
+        let exited = run.child.try_wait().expect("wait").is_some();
         let _ = run.child.kill();
-        let _ = run.finish(std::time::Duration::from_secs(10));
+        let (_, output) = run.finish(std::time::Duration::from_secs(10));
+        // Killed after its last drop: nothing is left to resume, as after an exit.
+        let finished = exited || output.contains("clean-up complete");
         let _ = std::fs::remove_file(&flag);
         if finished {
             // It ended before the kill: its result must be right all the same.

@@ -246,7 +246,9 @@ server_args() {
   case $role in
   primary) ARGS+=(--server-id=1 --event-scheduler=ON) ;;
   replica) ARGS+=(--server-id=2 --relay-log="$datadir/relay-bin") ;;
-  tls) ARGS+=(--server-id=3 --event-scheduler=ON --require-secure-transport=ON) ;;
+  # performance_schema on (MariaDB's default is off): tests/tls.rs asks it how each of ghost's
+  # connections is carried.
+  tls) ARGS+=(--server-id=3 --event-scheduler=ON --require-secure-transport=ON --performance-schema=ON) ;;
   lctn1) ARGS+=(--server-id=4 --event-scheduler=ON "$(lctn_arg 1)") ;;
   esac
   # MySQL's lctn1 also runs without performance_schema (the primary keeps MySQL's default, ON):

@@ -152,9 +152,25 @@ fn ca_bundle_needs_tls_enabled() {
             name: "db-ca".into(),
             key: "ca.crt".into(),
         }),
+        client_cert_secret_ref: None,
     });
-    assert!(create_errors(&smig).contains("tls.mode is disabled"));
+    assert!(create_errors(&smig).contains("caSecretRef is set but tls.mode is disabled"));
     smig.spec.connection.tls.as_mut().unwrap().mode = TlsMode::VerifyCa;
+    assert_eq!(create_errors(&smig), "");
+}
+
+#[test]
+fn client_certificate_needs_tls_enabled() {
+    let mut smig = sample();
+    smig.spec.connection.tls = Some(TlsSpec {
+        mode: TlsMode::Disabled,
+        ca_secret_ref: None,
+        client_cert_secret_ref: Some(crate::api::types::SecretRef {
+            name: "db-client".into(),
+        }),
+    });
+    assert!(create_errors(&smig).contains("clientCertSecretRef is set but tls.mode is disabled"));
+    smig.spec.connection.tls.as_mut().unwrap().mode = TlsMode::Required;
     assert_eq!(create_errors(&smig), "");
 }
 

@@ -248,14 +248,43 @@ pub struct SecretKeyRef {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.mode != 'disabled' || !has(self.caSecretRef)")
     .message("tls.caSecretRef is set but tls.mode is disabled"))]
+#[x_kube(validation = Rule::new("self.mode != 'disabled' || !has(self.clientCertSecretRef)")
+    .message("tls.clientCertSecretRef is set but tls.mode is disabled"))]
 pub struct TlsSpec {
     /// disabled, required (encrypt, trust any certificate), verify-ca (the certificate chains to
-    /// the CA) or verify-identity (verify-ca and the host name matches).
+    /// the CA, any host name) or verify-identity (verify-ca and the host name matches; the
+    /// default). Every connection of the engine, the binlog stream's included, uses it.
     #[serde(default)]
     pub mode: TlsMode,
-    /// The CA bundle (PEM) to verify the servers with. Absent: the system's roots.
+    /// The CA bundle (PEM) to verify the servers with, e.g. the RDS CA bundle. Absent: the
+    /// built-in roots (Mozilla's). Mounted read-only into the engine pod, never in its env.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_secret_ref: Option<SecretKeyRef>,
+    /// A client certificate for servers that require one (`REQUIRE X509`): a Secret of type
+    /// kubernetes.io/tls (keys tls.crt and tls.key). Mounted read-only into the engine pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<SecretRef>,
+}
+
+/// A whole Secret in the resource's namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Where the engine pod finds the TLS files the operator mounts (read-only), and the engine
+/// reads them: one definition for both sides.
+pub mod tls_files {
+    /// The CA bundle (`spec.connection.tls.caSecretRef`).
+    pub const CA: &str = "/var/run/ghost/tls/ca/ca.pem";
+    pub const CA_DIR: &str = "/var/run/ghost/tls/ca";
+    /// The client certificate and key (`spec.connection.tls.clientCertSecretRef`).
+    pub const CLIENT_CERT: &str = "/var/run/ghost/tls/client/tls.crt";
+    pub const CLIENT_KEY: &str = "/var/run/ghost/tls/client/tls.key";
+    pub const CLIENT_DIR: &str = "/var/run/ghost/tls/client";
 }
 
 // Variants carry no doc comments on purpose: schemars would render documented variants as a

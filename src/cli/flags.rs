@@ -118,9 +118,9 @@ pub static FLAGS: &[FlagDef] = &[
     gh("conf", STR, "", "ini file with [client] user and password; ${ENV} values are expanded"),
     gh("master-user", STR, "", "MySQL user on the master, if different; requires --assume-master-host"),
     gh("master-password", STR, "", "MySQL password on the master, if different; requires --assume-master-host"),
-    gh("mysql-timeout", FLOAT, "0", "connect, read and write timeout for MySQL in seconds; 0 is the driver default"),
-    gh("charset", STR, "utf8mb4,utf8,latin1", "connection charsets to try in order; a collation may be given"),
-    gh("ssl", BOOL, "false", "connect to MySQL with TLS, verified against the system CA pool"),
+    gh("mysql-timeout", FLOAT, "0", "seconds to connect, and each session's net_read_timeout/net_write_timeout; 0 keeps the defaults"),
+    gh("charset", STR, "utf8mb4,utf8,latin1", "connection charsets to try in order; ghost's sessions use utf8mb4, so the list must start with it"),
+    gh("ssl", BOOL, "false", "connect with TLS (every connection), verified against the built-in roots (Mozilla's) and the host name"),
     gh("ssl-ca", STR, "", "PEM CA certificate that replaces the system pool; requires --ssl"),
     gh("ssl-cert", STR, "", "PEM client certificate; requires --ssl"),
     gh("ssl-key", STR, "", "PEM client key; requires --ssl"),
@@ -1016,6 +1016,7 @@ impl MigrateFlags {
                 )));
             }
         };
+        charset_is_utf8mb4(&self.charset)?;
         if self.mysql_timeout < 0.0 {
             return Err(FlagError::Invalid(format!(
                 "--mysql-timeout={} is negative; use 0 (driver default) or a number of seconds",
@@ -1142,6 +1143,20 @@ fn conflict(a: &str, b: &str) -> FlagError {
 }
 
 /// `needed` may carry a value hint ("assume-master-host=host[:port]").
+/// ghost's sessions always speak utf8mb4: row values travel as bytes, and another connection
+/// charset would make the server convert (and could mangle) them. gh-ost's list is "try in
+/// order", so any list that starts with utf8mb4 gets utf8mb4 there too.
+fn charset_is_utf8mb4(list: &str) -> Result<(), FlagError> {
+    let first = list.split(',').map(str::trim).next().unwrap_or_default();
+    if list.trim().is_empty() || first.eq_ignore_ascii_case("utf8mb4") {
+        return Ok(());
+    }
+    Err(FlagError::Invalid(format!(
+        "--charset={list}: ghost's sessions always use utf8mb4 (values are copied as bytes, \
+         whatever the tables' charsets); leave --charset out or start the list with utf8mb4"
+    )))
+}
+
 fn requires(flag: &str, needed: &str) -> FlagError {
     let needed_name = needed.split_once('=').map_or(needed, |(name, _)| name);
     FlagError::Invalid(format!(
@@ -1723,6 +1738,11 @@ mod tests {
             (&["--ssl-ca=/ca.pem"], &["--ssl-ca", "--ssl"]),
             (&["--ssl-cert=/c.pem"], &["--ssl-cert", "--ssl"]),
             (&["--ssl-key=/k.pem"], &["--ssl-key", "--ssl"]),
+            (&["--charset=latin1"], &["--charset=latin1", "utf8mb4"]),
+            (
+                &["--charset=utf8,utf8mb4"],
+                &["--charset", "start the list"],
+            ),
             (
                 &["--ssl-allow-insecure"],
                 &["--ssl-allow-insecure", "--ssl"],

@@ -15,6 +15,7 @@ use crate::engine::controls::{Controls, parse_load_thresholds};
 use crate::engine::hooks::{HooksConfig, WebhookTarget};
 use crate::engine::migration::{Migration, Outcome};
 use crate::engine::progress::Progress;
+use crate::engine::tls::{Pem, TlsConfig, TlsVerify};
 use crate::server::{self, ControlPlane, MigrationIdentity};
 
 /// Exit code for a refused command line (gh-ost exits non-zero; 2 is the usage convention).
@@ -78,6 +79,35 @@ pub fn run(args: &[String]) -> ExitCode {
         }
     };
     runtime.block_on(migrate(cfg, controls, &flags, http))
+}
+
+/// gh-ost's `--ssl*` flags: `--ssl` verifies the certificate and the host name against the
+/// built-in roots (or `--ssl-ca`); `--ssl-allow-insecure` encrypts without verifying. Every
+/// connection, to every server, then uses TLS.
+fn tls_from_flags(flags: &MigrateFlags) -> Result<Option<TlsConfig>, String> {
+    if !flags.ssl {
+        return Ok(None);
+    }
+    let path = |value: &str| (!value.is_empty()).then(|| Pem::File(PathBuf::from(value)));
+    let client = match (path(&flags.ssl_cert), path(&flags.ssl_key)) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err("--ssl-cert needs --ssl-key: give the client certificate's key too".into());
+        }
+        (None, Some(_)) => {
+            return Err("--ssl-key needs --ssl-cert: give the client certificate too".into());
+        }
+    };
+    Ok(Some(TlsConfig {
+        ca: path(&flags.ssl_ca),
+        client,
+        verify: if flags.ssl_allow_insecure {
+            TlsVerify::None
+        } else {
+            TlsVerify::Identity
+        },
+    }))
 }
 
 /// `--ask-pass`: from the terminal without echo, or the first line of stdin when it is not a
@@ -438,7 +468,12 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
         flags.port,
         flags.user.clone(),
         flags.password.clone(),
-    );
+    )
+    .with_tls(tls_from_flags(flags)?)
+    .with_timeout(Some(
+        Duration::try_from_secs_f64(flags.mysql_timeout)
+            .map_err(|_| format!("--mysql-timeout={} is out of range", flags.mysql_timeout))?,
+    ));
     let mut cfg = MigrationConfig::new(inspector.clone(), &database, &table, &alter.options);
     if !flags.assume_master_host.is_empty() {
         let (host, port) = split_host_port(&flags.assume_master_host)?;

@@ -1,11 +1,13 @@
 //! Connection settings for one MySQL/MariaDB endpoint. The password never appears in Debug output.
 
 use std::fmt;
+use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder};
 
 use super::error::{EngineError, Result, SqlContext};
+use super::tls::{TlsConfig, TlsVerify};
 
 /// A secret string: printable only through `expose()`.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -34,6 +36,11 @@ pub struct ConnectionConfig {
     pub password: Secret,
     /// Default schema for the session, if any.
     pub database: Option<String>,
+    /// TLS for this endpoint; None: clear text.
+    pub tls: Option<TlsConfig>,
+    /// gh-ost's `--mysql-timeout`: bounds connecting, and is each session's
+    /// `net_read_timeout`/`net_write_timeout`. None: the driver's and server's defaults.
+    pub timeout: Option<Duration>,
 }
 
 impl ConnectionConfig {
@@ -49,7 +56,19 @@ impl ConnectionConfig {
             user: user.into(),
             password,
             database: None,
+            tls: None,
+            timeout: None,
         }
+    }
+
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout.filter(|t| !t.is_zero());
+        self
+    }
+
+    pub fn with_tls(mut self, tls: Option<TlsConfig>) -> Self {
+        self.tls = tls;
+        self
     }
 
     pub fn with_database(mut self, database: impl Into<String>) -> Self {
@@ -66,7 +85,7 @@ impl ConnectionConfig {
         }
     }
 
-    pub fn opts(&self) -> Opts {
+    fn opts(&self, certificate_name: Option<String>) -> Opts {
         OptsBuilder::default()
             .ip_or_hostname(self.host.clone())
             .tcp_port(self.port)
@@ -75,17 +94,71 @@ impl ConnectionConfig {
             .db_name(self.database.clone())
             // Loopback TCP must stay TCP: the server's socket may authenticate as another user.
             .prefer_socket(false)
+            // With TLS asked for, a server that cannot do it fails the connection: no fallback.
+            .ssl_opts(self.tls.as_ref().map(|tls| tls.ssl_opts(certificate_name)))
+            .init(self.session_timeouts())
             .into()
     }
 
+    /// The server's side of `--mysql-timeout`: whole seconds, at least one.
+    fn session_timeouts(&self) -> Vec<String> {
+        self.timeout
+            .map(|t| {
+                let seconds = t.as_secs_f64().ceil().max(1.0) as u64;
+                vec![format!(
+                    "SET SESSION net_read_timeout = {seconds}, net_write_timeout = {seconds}"
+                )]
+            })
+            .unwrap_or_default()
+    }
+
     pub async fn connect(&self) -> Result<Conn> {
-        Conn::new(self.opts()).await.map_err(|source| match &source {
+        let certificate_name = match &self.tls {
+            Some(tls) if tls.verify == TlsVerify::Ca => Some(
+                super::tls::peer_name::certificate_name(
+                    &self.host,
+                    self.port,
+                    tls.ca.as_ref(),
+                    self.timeout,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
+        let connecting = Conn::new(self.opts(certificate_name));
+        let connected = match self.timeout {
+            Some(limit) => match tokio::time::timeout(limit, connecting).await {
+                Ok(result) => result,
+                // An I/O error, so the reconnect logic treats it like any other network failure.
+                Err(_) => Err(mysql_async::Error::Io(mysql_async::IoError::Io(
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "no connection within --mysql-timeout={}s",
+                            limit.as_secs_f64()
+                        ),
+                    ),
+                ))),
+            },
+            None => connecting.await,
+        };
+        connected.map_err(|source| match &source {
             // The server answered: the connection works, the database name does not.
             mysql_async::Error::Server(e) if e.code == 1049 => EngineError::Refused(format!(
                 "database `{}` does not exist on {}: check --database (SHOW DATABASES lists them)",
                 self.database.as_deref().unwrap_or_default(),
                 self.endpoint()
             )),
+            // 3159: the server accepts only TLS (MySQL). MariaDB says 1045, like a wrong password.
+            mysql_async::Error::Server(e) if self.tls.is_none() && matches!(e.code, 3159 | 1045) => {
+                EngineError::Refused(format!(
+                    "cannot connect to {}: {}; if the server accepts only TLS connections, pass --ssl \
+                     (and --ssl-ca=<CA bundle> when its certificate is not from a public CA; \
+                     spec.connection.tls in Kubernetes)",
+                    self.endpoint(),
+                    super::error::server_error_text(&source)
+                ))
+            }
             _ => EngineError::Connect {
                 endpoint: self.endpoint(),
                 source,

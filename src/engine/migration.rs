@@ -22,6 +22,7 @@ use super::config::{CutOverMode, MigrationConfig, Topology};
 use super::conn::{ConnectionConfig, SessionFactory};
 use super::controls::Controls;
 use super::copier::{ChunkResult, Copier, CopyKey, KeyTuple};
+use super::crash_point;
 use super::cutover::{self, GATE_COMMENT, SENTRY_COMMENT};
 use super::ddl::drop_table_if_exists;
 use super::dialect::{CutOverAlgorithm, ServerInfo};
@@ -378,6 +379,9 @@ impl Run {
             )));
         }
 
+        if let Some(tls) = &cfg.inspector.tls {
+            tls.check_files()?;
+        }
         let mut inspector_conn = cfg.inspector.connect().await?;
         let server = ServerInfo::detect(&mut inspector_conn).await?;
         // Names as the server keeps them, so they match its binlog and information_schema.
@@ -400,6 +404,18 @@ impl Run {
             inspector::table_kind(&mut inspector_conn, &cfg.database, &cfg.table).await?;
         let sessions = Sessions::new(&applier_cfg, &cfg);
         let mut ddl_conn = sessions.ddl.open().await?;
+        let tls_state = super::tls::session_tls(&mut ddl_conn).await?;
+        match (&applier_cfg.tls, &tls_state) {
+            (Some(_), None) => {
+                return Err(EngineError::Refused(format!(
+                    "TLS was asked for, but the session on {} is not encrypted",
+                    applier_cfg.endpoint()
+                )));
+            }
+            (_, Some(state)) => info!(tls = %state, "connections to the servers use TLS"),
+            (None, None) => info!("connections to the servers are not encrypted (clear text)"),
+        }
+        progress.send_modify(|p| p.tls = tls_state.clone());
         if applier_cfg != cfg.inspector {
             inspector::check_grants(&mut ddl_conn, &cfg.database).await?;
         }
@@ -506,13 +522,23 @@ impl Run {
                     Some(checkpoint)
                 }
                 Err(why) => {
+                    if let Some(outcome) =
+                        finished_earlier(&mut ddl_conn, &cfg, &names, &run_fingerprint).await?
+                    {
+                        return Ok(Prepared::Finished(outcome));
+                    }
                     // A run killed before its first checkpoint: nothing to continue from.
                     warn!("--resume: {why}; starting over");
                     progress.send_modify(|p| {
                         p.message = format!("nothing to resume ({why}): starting over");
                     });
                     cfg.resume = false;
-                    for name in [&names.ghost, &names.changelog, &names.checkpoint] {
+                    let mut leftovers = vec![&names.ghost, &names.changelog];
+                    // A finished migration's cut-over checkpoint is what `--revert` needs.
+                    if !has_cut_over_checkpoint(&mut ddl_conn, &cfg, &names).await? {
+                        leftovers.push(&names.checkpoint);
+                    }
+                    for name in leftovers {
                         drop_table_if_exists(&mut ddl_conn, &cfg.database, name).await?;
                     }
                     None
@@ -1489,7 +1515,6 @@ impl Run {
             .await?;
         self.stop_tasks();
         drop(live.events.try_recv());
-        self.changelog().drop_table(&mut self.ddl_conn).await?;
         let old = qualified(&self.cfg.database, &self.names.old);
         if self.cfg.topology != Topology::TestOnReplica {
             if !self.cfg.ok_to_drop_table {
@@ -1498,6 +1523,7 @@ impl Run {
             if self.cfg.ok_to_drop_table {
                 drop_table_if_exists(&mut self.ddl_conn, &self.cfg.database, &self.names.old)
                     .await?;
+                crash_point::reached("finish:old-table-dropped");
                 if let Some(table) = self.checkpoint_table() {
                     table.drop_table(&mut self.ddl_conn).await?;
                 }
@@ -1505,7 +1531,12 @@ impl Run {
                 info!("the old table is kept as {old}; drop it with: DROP TABLE IF EXISTS {old}");
             }
         }
+        crash_point::reached("finish:changelog-left");
+        // Last: while the changelog holds the cut-over record, a run killed above is finished
+        // by `--resume`.
+        self.changelog().drop_table(&mut self.ddl_conn).await?;
         self.created_tables = false;
+        info!("clean-up complete");
         Ok(())
     }
 
@@ -1945,6 +1976,55 @@ async fn read_resume_checkpoint(
             qualified(&cfg.database, &names.checkpoint)
         )
     }))
+}
+
+/// The outcome of this same migration when an earlier run finished it (a kill after its
+/// clean-up, before it exited): the ghost and changelog are gone, and the newest cut-over
+/// checkpoint was written by a run with this fingerprint.
+async fn finished_earlier(
+    conn: &mut Conn,
+    cfg: &MigrationConfig,
+    names: &TableNames,
+    fingerprint: &str,
+) -> Result<Option<Outcome>> {
+    for name in [&names.ghost, &names.changelog] {
+        if inspector::table_exists(conn, &cfg.database, name).await? {
+            return Ok(None);
+        }
+    }
+    let cut_over = cut_over_checkpoint(conn, cfg, names).await?;
+    if cut_over.and_then(|c| c.run).as_deref() != Some(fingerprint) {
+        return Ok(None);
+    }
+    let report = recover::RecoveryReport {
+        already_finished: true,
+        old_table: qualified(&cfg.database, &names.old),
+        ..Default::default()
+    };
+    info!("--resume: {}", report.summary());
+    Ok(Some(Outcome::Recovered(report)))
+}
+
+/// The newest cut-over checkpoint of this table's migrations, if its table has one.
+async fn cut_over_checkpoint(
+    conn: &mut Conn,
+    cfg: &MigrationConfig,
+    names: &TableNames,
+) -> Result<Option<Checkpoint>> {
+    if !inspector::table_exists(conn, &cfg.database, &names.checkpoint).await? {
+        return Ok(None);
+    }
+    CheckpointTable::new(&cfg.database, &names.checkpoint)
+        .latest_cut_over(conn)
+        .await
+}
+
+async fn has_cut_over_checkpoint(
+    conn: &mut Conn,
+    cfg: &MigrationConfig,
+    names: &TableNames,
+) -> Result<bool> {
+    Ok(cut_over_checkpoint(conn, cfg, names).await?.is_some())
 }
 
 /// What a run does, as its checkpoints record it: the table, the ALTER and the options that

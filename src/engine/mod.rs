@@ -27,6 +27,7 @@ pub mod progress;
 pub mod schema;
 pub mod streamer;
 pub mod throttle;
+pub mod tls;
 pub mod values;
 pub mod wording;
 

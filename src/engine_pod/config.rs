@@ -16,12 +16,14 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::api::types::{
-    HookEvent, OldTable, SchemaMigration, SchemaMigrationSpec, SecretKeyRef, TlsMode,
+    HookEvent, OldTable, SchemaMigration, SchemaMigrationSpec, SecretKeyRef, TlsMode, TlsSpec,
+    tls_files,
 };
 use crate::engine::alter::{AlterStatement, parse_alter};
 use crate::engine::config::MigrationConfig;
 use crate::engine::conn::{ConnectionConfig, Secret};
 use crate::engine::hooks::{HookPoint, HooksConfig, WebhookTarget};
+use crate::engine::tls::{Pem, TlsConfig, TlsVerify};
 
 /// The database user, set on the engine container from the credentials Secret.
 pub const USER_ENV: &str = "GHOST_DB_USER";
@@ -46,11 +48,6 @@ pub enum ConfigError {
     Port(i32),
     #[error("spec.connection.inspectHost {0:?} is not host, host:port or [ipv6]:port")]
     InspectHost(String),
-    #[error(
-        "spec.connection.tls.mode is {0}, but this engine cannot connect with TLS yet: remove \
-         spec.connection.tls or set its mode to disabled"
-    )]
-    TlsUnsupported(&'static str),
     #[error("spec.alter: {0}")]
     Alter(String),
     #[error(
@@ -107,14 +104,6 @@ pub fn migration_config(
     if user.trim().is_empty() {
         return Err(ConfigError::MissingCredentials(USER_ENV));
     }
-    // Connecting in clear text when the resource asks for TLS would be a silent downgrade.
-    let tls_mode = connection
-        .tls
-        .as_ref()
-        .map_or(TlsMode::Disabled, |t| t.mode);
-    if tls_mode != TlsMode::Disabled {
-        return Err(ConfigError::TlsUnsupported(tls_mode_name(tls_mode)));
-    }
     let port = u16::try_from(connection.port)
         .ok()
         .filter(|p| *p != 0)
@@ -142,7 +131,8 @@ pub fn migration_config(
         });
     }
 
-    let primary = ConnectionConfig::new(connection.host.clone(), port, user, password);
+    let primary = ConnectionConfig::new(connection.host.clone(), port, user, password)
+        .with_tls(tls_config(connection.tls.as_ref()));
     let inspected = connection
         .inspect_host
         .as_deref()
@@ -286,13 +276,29 @@ fn hook_point(event: HookEvent) -> HookPoint {
     }
 }
 
-fn tls_mode_name(mode: TlsMode) -> &'static str {
-    match mode {
-        TlsMode::Disabled => "disabled",
-        TlsMode::Required => "required",
-        TlsMode::VerifyCa => "verify-ca",
-        TlsMode::VerifyIdentity => "verify-identity",
-    }
+/// `spec.connection.tls` as the engine's TLS settings; the files are where the operator mounts
+/// the Secrets (`api::types::tls_files`).
+fn tls_config(tls: Option<&TlsSpec>) -> Option<TlsConfig> {
+    let tls = tls?;
+    let verify = match tls.mode {
+        TlsMode::Disabled => return None,
+        TlsMode::Required => TlsVerify::None,
+        TlsMode::VerifyCa => TlsVerify::Ca,
+        TlsMode::VerifyIdentity => TlsVerify::Identity,
+    };
+    Some(TlsConfig {
+        ca: tls
+            .ca_secret_ref
+            .as_ref()
+            .map(|_| Pem::File(tls_files::CA.into())),
+        client: tls.client_cert_secret_ref.as_ref().map(|_| {
+            (
+                Pem::File(tls_files::CLIENT_CERT.into()),
+                Pem::File(tls_files::CLIENT_KEY.into()),
+            )
+        }),
+        verify,
+    })
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port` or a bare IPv6 address; the port defaults to the
@@ -616,25 +622,33 @@ spec:
     }
 
     #[test]
-    fn tls_is_refused_until_the_engine_supports_it() {
-        for (mode, name) in [
-            (TlsMode::Required, "required"),
-            (TlsMode::VerifyCa, "verify-ca"),
-            (TlsMode::VerifyIdentity, "verify-identity"),
+    fn tls_modes_become_the_engines_tls_settings() {
+        for (mode, verify) in [
+            (TlsMode::Required, Some(TlsVerify::None)),
+            (TlsMode::VerifyCa, Some(TlsVerify::Ca)),
+            (TlsMode::VerifyIdentity, Some(TlsVerify::Identity)),
+            (TlsMode::Disabled, None),
         ] {
             let mut s = smig(FULL);
             if let Some(tls) = s.spec.connection.tls.as_mut() {
                 tls.mode = mode;
+                tls.ca_secret_ref = (mode != TlsMode::Disabled).then(|| SecretKeyRef {
+                    name: "db-ca".into(),
+                    key: "ca.crt".into(),
+                });
+                tls.client_cert_secret_ref =
+                    (mode != TlsMode::Disabled).then(|| crate::api::types::SecretRef {
+                        name: "client".into(),
+                    });
             }
-            assert_eq!(
-                migration_config(&s, creds(), 1).unwrap_err(),
-                ConfigError::TlsUnsupported(name)
-            );
+            let cfg = migration_config(&s, creds(), 1).unwrap();
+            let tls = cfg.inspector.tls.clone();
+            assert_eq!(tls.as_ref().map(|t| t.verify), verify, "{mode:?}");
+            if let Some(tls) = tls {
+                assert_eq!(tls.ca, Some(Pem::File(tls_files::CA.into())));
+                assert!(tls.client.is_some());
+            }
         }
-        assert!(
-            migration_config(&smig(FULL), creds(), 1).is_ok(),
-            "disabled is fine"
-        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Whether a restarted engine pod should resume: the previous pod (killed, evicted, OOM) left
-//! its ghost, changelog and checkpoint tables and at least one checkpoint. Built only from the
+//! its ghost, changelog and checkpoint tables and at least one checkpoint, or it finished and
+//! left its cut-over checkpoint. Built only from the
 //! engine's public API, so the table names and the checkpoint format stay defined in one place.
 
 use crate::engine::Result;
@@ -34,6 +35,16 @@ pub async fn has_resumable_checkpoint(
     if found {
         found = CheckpointTable::new(database, &names.checkpoint)
             .latest(&mut session)
+            .await?
+            .is_some();
+    } else if !inspector::table_exists(&mut session, database, &names.ghost).await?
+        && !inspector::table_exists(&mut session, database, &names.changelog).await?
+        && inspector::table_exists(&mut session, database, &names.checkpoint).await?
+    {
+        // The previous pod may have finished and been stopped before it reported: the engine
+        // recognises its own cut-over checkpoint and reports the migration done.
+        found = CheckpointTable::new(database, &names.checkpoint)
+            .latest_cut_over(&mut session)
             .await?
             .is_some();
     }

@@ -23,11 +23,12 @@ use tracing::info;
 use super::job;
 use super::queue::{self, Entry};
 use super::reconcile::{Context, Error, PlannedEvent};
-use crate::api::types::CredentialsSecretRef;
+use crate::api::types::{CredentialsSecretRef, TlsMode, TlsSpec};
 use crate::api::{MigrationPhase, SchemaMigration};
 use crate::engine::cleanup::drop_migration_tables;
 use crate::engine::conn::{ConnectionConfig, Secret as Password};
 use crate::engine::names::TableNames;
+use crate::engine::tls::{Pem, TlsConfig, TlsVerify};
 
 pub const FINALIZER: &str = "ghost.dev/cleanup";
 /// `"true"`: let the resource go without dropping ghost's tables.
@@ -233,12 +234,15 @@ async fn drop_tables(
     let credentials = &spec.connection.credentials_secret_ref;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret = secrets.get_opt(&credentials.name).await?;
+    let tls = tls_from_secrets(&secrets, spec.connection.tls.as_ref()).await;
     let conn = match connection(
         secret.as_ref(),
         credentials,
         &spec.connection.host,
         spec.connection.port,
-    ) {
+    )
+    .and_then(|conn| Ok(conn.with_tls(tls?)))
+    {
         Ok(conn) => conn,
         Err(why) => {
             let names = TableNames::new(&spec.table, None, None);
@@ -295,6 +299,48 @@ async fn drop_tables(
             Err(Error::Cleanup(message))
         }
     }
+}
+
+/// The same TLS as the engine's (`spec.connection.tls`), from the Secrets' contents: the
+/// operator connects from its own pod, where they are not mounted.
+async fn tls_from_secrets(
+    secrets: &Api<Secret>,
+    tls: Option<&TlsSpec>,
+) -> Result<Option<TlsConfig>, String> {
+    let Some(tls) = tls else {
+        return Ok(None);
+    };
+    let verify = match tls.mode {
+        TlsMode::Disabled => return Ok(None),
+        TlsMode::Required => TlsVerify::None,
+        TlsMode::VerifyCa => TlsVerify::Ca,
+        TlsMode::VerifyIdentity => TlsVerify::Identity,
+    };
+    let key_of = async |name: &str, key: &str| -> Result<Vec<u8>, String> {
+        let secret = secrets
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("reading Secret {name}: {e}"))?
+            .ok_or_else(|| format!("Secret {name} not found"))?;
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.clone())
+            .ok_or_else(|| format!("Secret {name} has no key {key}"))
+    };
+    let ca = match &tls.ca_secret_ref {
+        Some(r) => Some(Pem::Inline(key_of(&r.name, &r.key).await?)),
+        None => None,
+    };
+    let client = match &tls.client_cert_secret_ref {
+        Some(r) => Some((
+            Pem::Inline(key_of(&r.name, "tls.crt").await?),
+            Pem::Inline(key_of(&r.name, "tls.key").await?),
+        )),
+        None => None,
+    };
+    Ok(Some(TlsConfig { ca, client, verify }))
 }
 
 /// The login from the Secret. Errors say what is missing, never a value.

@@ -10,14 +10,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, PodSecurityContext,
-    PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
-    VolumeMount,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
+    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use crate::api::types::{TlsMode, TlsSpec, tls_files};
 use crate::api::{JobState, SchemaMigration};
 
 /// Job names start with this.
@@ -29,8 +30,6 @@ pub const ENGINE_UID: i64 = 65532;
 pub const CONTAINER_NAME: &str = "engine";
 pub const ENV_DB_USER: &str = "GHOST_DB_USER";
 pub const ENV_DB_PASSWORD: &str = "GHOST_DB_PASSWORD";
-/// The CA bundle (PEM) of `spec.connection.tls.caSecretRef`, when set.
-pub const ENV_TLS_CA: &str = "GHOST_TLS_CA";
 
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
@@ -109,6 +108,64 @@ fn short_hash(name: &str) -> String {
     text
 }
 
+/// The TLS Secrets of `spec.connection.tls`, as read-only volumes mounted where the engine
+/// reads them (`api::types::tls_files`): files, never env or args. The kubelet reads the
+/// Secrets, so the engine's ServiceAccount needs no access to them.
+fn tls_secret_volumes(tls: Option<&TlsSpec>) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
+    let Some(tls) = tls.filter(|t| t.mode != TlsMode::Disabled) else {
+        return (volumes, mounts);
+    };
+    let mut add = |name: &str, secret: &str, items: Vec<(String, &str)>, dir: &str| {
+        volumes.push(Volume {
+            name: name.to_string(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.to_string()),
+                items: Some(
+                    items
+                        .into_iter()
+                        .map(|(key, path)| KeyToPath {
+                            key,
+                            path: path.to_string(),
+                            mode: None,
+                        })
+                        .collect(),
+                ),
+                // Owner read-only: the engine runs as a non-root user with its fsGroup.
+                default_mode: Some(0o440),
+                optional: Some(false),
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: name.to_string(),
+            mount_path: dir.to_string(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    };
+    if let Some(ca) = &tls.ca_secret_ref {
+        add(
+            "tls-ca",
+            &ca.name,
+            vec![(ca.key.clone(), "ca.pem")],
+            tls_files::CA_DIR,
+        );
+    }
+    if let Some(client) = &tls.client_cert_secret_ref {
+        add(
+            "tls-client",
+            &client.name,
+            vec![
+                ("tls.crt".to_string(), "tls.crt"),
+                ("tls.key".to_string(), "tls.key"),
+            ],
+            tls_files::CLIENT_DIR,
+        );
+    }
+    (volumes, mounts)
+}
+
 /// The engine Job for `smig`.
 pub fn build_job(smig: &SchemaMigration, defaults: &EngineDefaults) -> Result<Job, JobError> {
     let namespace = smig.namespace().ok_or(JobError::NoNamespace)?;
@@ -119,7 +176,7 @@ pub fn build_job(smig: &SchemaMigration, defaults: &EngineDefaults) -> Result<Jo
     let engine = smig.spec.engine.clone().unwrap_or_default();
     let credentials = &smig.spec.connection.credentials_secret_ref;
 
-    let mut env = vec![
+    let env = vec![
         secret_env(ENV_DB_USER, &credentials.name, &credentials.username_key),
         secret_env(
             ENV_DB_PASSWORD,
@@ -127,15 +184,7 @@ pub fn build_job(smig: &SchemaMigration, defaults: &EngineDefaults) -> Result<Jo
             &credentials.password_key,
         ),
     ];
-    if let Some(ca) = smig
-        .spec
-        .connection
-        .tls
-        .as_ref()
-        .and_then(|tls| tls.ca_secret_ref.as_ref())
-    {
-        env.push(secret_env(ENV_TLS_CA, &ca.name, &ca.key));
-    }
+    let (tls_volumes, tls_mounts) = tls_secret_volumes(smig.spec.connection.tls.as_ref());
 
     let container = Container {
         name: CONTAINER_NAME.to_string(),
@@ -158,11 +207,15 @@ pub fn build_job(smig: &SchemaMigration, defaults: &EngineDefaults) -> Result<Jo
         resources: engine.resources.clone(),
         security_context: Some(container_security_context()),
         // The root filesystem is read-only; anything the engine writes goes to /tmp.
-        volume_mounts: Some(vec![VolumeMount {
-            name: "tmp".to_string(),
-            mount_path: "/tmp".to_string(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(
+            std::iter::once(VolumeMount {
+                name: "tmp".to_string(),
+                mount_path: "/tmp".to_string(),
+                ..VolumeMount::default()
+            })
+            .chain(tls_mounts)
+            .collect(),
+        ),
         ..Container::default()
     };
 
@@ -184,11 +237,15 @@ pub fn build_job(smig: &SchemaMigration, defaults: &EngineDefaults) -> Result<Jo
         security_context: Some(pod_security_context()),
         node_selector: (!engine.node_selector.is_empty()).then(|| engine.node_selector.clone()),
         tolerations: (!engine.tolerations.is_empty()).then(|| engine.tolerations.clone()),
-        volumes: Some(vec![Volume {
-            name: "tmp".to_string(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Volume::default()
-        }]),
+        volumes: Some(
+            std::iter::once(Volume {
+                name: "tmp".to_string(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            })
+            .chain(tls_volumes)
+            .collect(),
+        ),
         ..PodSpec::default()
     };
 
@@ -396,21 +453,45 @@ mod tests {
             ]
         );
 
+        // TLS material is mounted read-only, never passed in env or args.
         let with_tls = SPEC.replace(
             "credentialsSecretRef: {name: shop-db, passwordKey: pw}",
-            "credentialsSecretRef: {name: shop-db}\n    tls: {caSecretRef: {name: db-ca, key: ca.crt}}",
+            "credentialsSecretRef: {name: shop-db}\n    tls: {caSecretRef: {name: db-ca, key: ca.crt}, clientCertSecretRef: {name: db-client}}",
         );
         let job = build_job(&migration(&with_tls), &defaults()).unwrap();
-        let env = pod_spec(&job).containers[0].env.clone().unwrap();
-        let ca = env.iter().find(|e| e.name == ENV_TLS_CA).expect("CA env");
-        let r = ca
-            .value_from
-            .as_ref()
-            .unwrap()
-            .secret_key_ref
-            .as_ref()
-            .unwrap();
-        assert_eq!((r.name.as_str(), r.key.as_str()), ("db-ca", "ca.crt"));
+        let pod = pod_spec(&job);
+        let env = pod.containers[0].env.clone().unwrap();
+        assert_eq!(env.len(), 2, "only the credentials are env: {env:?}");
+        let volumes = pod.volumes.clone().unwrap();
+        let secret = |name: &str| {
+            volumes
+                .iter()
+                .find(|v| v.name == name)
+                .and_then(|v| v.secret.clone())
+                .unwrap_or_else(|| panic!("volume {name}"))
+        };
+        let ca = secret("tls-ca");
+        assert_eq!(ca.secret_name.as_deref(), Some("db-ca"));
+        let items = ca.items.unwrap();
+        assert_eq!(
+            (items[0].key.as_str(), items[0].path.as_str()),
+            ("ca.crt", "ca.pem")
+        );
+        assert_eq!(
+            secret("tls-client").secret_name.as_deref(),
+            Some("db-client")
+        );
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        for (name, dir) in [
+            ("tls-ca", tls_files::CA_DIR),
+            ("tls-client", tls_files::CLIENT_DIR),
+        ] {
+            let mount = mounts.iter().find(|m| m.name == name).expect("mount");
+            assert_eq!(mount.mount_path, dir);
+            assert_eq!(mount.read_only, Some(true));
+        }
+        let command = pod.containers[0].command.clone().unwrap().join(" ");
+        assert!(!command.contains("tls"), "{command}");
     }
 
     #[test]

@@ -615,6 +615,11 @@ pub fn status_hint(
         format_loads(&controls.critical_load),
         controls.nice_ratio,
     );
+    let _ = writeln!(
+        out,
+        "# TLS: {}",
+        progress.tls.as_deref().unwrap_or("none (clear text)")
+    );
     if let Some(query) = &controls.throttle_query {
         let _ = writeln!(out, "# throttle-query: {query}");
     }

@@ -95,6 +95,8 @@ pub struct ProgressView {
     pub throttle: ThrottleState,
     pub cut_over: CutOverView,
     pub applied_position: Option<String>,
+    /// TLS version and cipher of the engine's sessions; null in clear text.
+    pub tls: Option<String>,
     pub message: String,
 }
 
@@ -124,6 +126,7 @@ impl From<&Progress> for ProgressView {
                 lock_millis: p.cut_over_lock_millis,
             },
             applied_position: p.applied_position.as_ref().map(ToString::to_string),
+            tls: p.tls.clone(),
             message: p.message.clone(),
         }
     }

@@ -21,9 +21,11 @@
 //! - when a pod is deleted it stops the process (SIGTERM, SIGKILL after the grace period, capped)
 //!   and removes the pod with grace period 0, which is the kubelet's part of a graceful deletion.
 //!
+//! Secret volumes are written where they are mounted (the engine's TLS files).
+//!
 //! What it does not do: init containers, more than one container, `envFrom`, `$(VAR)`
-//! expansion in arguments, volumes (the process sees the host filesystem; `HOME` and `TMPDIR`
-//! point into a per-pod directory), probes, restarts (`restartPolicy` is treated as `Never`,
+//! expansion in arguments, other volumes (the process sees the host filesystem; `HOME` and
+//! `TMPDIR` point into a per-pod directory), probes, restarts (`restartPolicy` is treated as `Never`,
 //! which is what the engine Job uses), token refresh (tokens live for an hour, far longer than a
 //! journey).
 //!
@@ -994,6 +996,8 @@ impl Shared {
         args.extend(container.args.clone().unwrap_or_default());
 
         let container_env = self.resolve_env(pod, container, &me.namespace).await?;
+        self.write_secret_volumes(pod, container, &me.namespace)
+            .await?;
 
         std::fs::create_dir_all(me.dir.join("tmp"))
             .map_err(|e| PrepareError::Fatal(format!("cannot create {}: {e}", me.dir.display())))?;
@@ -1078,6 +1082,52 @@ impl Shared {
         }
         let base = Path::new(command).file_name()?.to_str()?;
         self.programs.get(base).cloned()
+    }
+
+    /// Secret volumes, as a kubelet mounts them: each item written under its mount path (the
+    /// process sees the host's filesystem, so the files go where the pod expects them; one pod
+    /// at a time uses a given path in the journeys). Read-only to the owner and group.
+    async fn write_secret_volumes(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        namespace: &str,
+    ) -> Result<(), PrepareError> {
+        let volumes = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        for mount in container.volume_mounts.iter().flatten() {
+            let Some(secret) = volumes
+                .iter()
+                .find(|v| v.name == mount.name)
+                .and_then(|v| v.secret.clone())
+            else {
+                continue;
+            };
+            let name = secret.secret_name.clone().unwrap_or_default();
+            let dir = std::path::Path::new(&mount.mount_path);
+            std::fs::create_dir_all(dir).map_err(|e| {
+                PrepareError::Fatal(format!("cannot create {}: {e}", dir.display()))
+            })?;
+            for item in secret.items.iter().flatten() {
+                let Some(value) = self.secret_value(namespace, &name, &item.key).await? else {
+                    return Err(PrepareError::Retry(format!(
+                        "volume {}: secret {namespace}/{name} or its key {:?} is missing",
+                        mount.name, item.key
+                    )));
+                };
+                let path = dir.join(&item.path);
+                std::fs::write(&path, value).map_err(|e| {
+                    PrepareError::Fatal(format!("cannot write {}: {e}", path.display()))
+                })?;
+                use std::os::unix::fs::PermissionsExt;
+                let mode = secret.default_mode.unwrap_or(0o644) as u32;
+                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+            }
+        }
+        Ok(())
     }
 
     async fn resolve_env(

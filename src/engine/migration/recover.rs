@@ -92,6 +92,9 @@ pub enum SwapState {
     Swapped,
     /// Two-step: the original was renamed to the old table, the ghost table not yet into place.
     HalfTwoStep,
+    /// Swapped, and the old table already dropped (`--ok-to-drop-table`): only the clean-up was
+    /// left undone.
+    OldDropped,
 }
 
 /// What finishing an interrupted cut-over did.
@@ -108,10 +111,26 @@ pub struct RecoveryReport {
     /// Of those: the live row had changed since; kept in the old table (keys, as text).
     pub conflicts: Vec<String>,
     pub old_table: String,
+    /// The run had finished the swap and dropped the old table; only its clean-up was left.
+    pub old_table_dropped: bool,
+    /// The run had finished everything; it was killed before it exited.
+    pub already_finished: bool,
 }
 
 impl RecoveryReport {
     pub fn summary(&self) -> String {
+        if self.already_finished {
+            return format!(
+                "this migration had already finished (an earlier run was stopped after its clean-up); the old table is kept as {}",
+                self.old_table
+            );
+        }
+        if self.old_table_dropped {
+            return format!(
+                "an earlier run's cut-over was finished: the tables had been swapped and {} dropped; its leftovers are cleaned up",
+                self.old_table
+            );
+        }
         let mut text = format!(
             "an earlier run's cut-over was finished: the tables {}; {} write(s) reached the old table after the cut-over's lock ({} applied now, {} already present, {} conflicting)",
             if self.completed_two_step {
@@ -168,11 +187,14 @@ pub async fn swap_state(
     let original = inspector::table_exists(conn, schema, table).await?;
     let ghost = inspector::table_exists(conn, schema, ghost).await?;
     let comment = inspector::table_comment(conn, schema, old).await?;
-    let old_holds_data = comment.is_some_and(|c| c != SENTRY_COMMENT && c != GATE_COMMENT);
-    Ok(match (original, ghost, old_holds_data) {
-        (true, true, _) => Some(SwapState::NotSwapped),
-        (true, false, true) => Some(SwapState::Swapped),
-        (false, true, true) => Some(SwapState::HalfTwoStep),
+    let old_holds_data = comment
+        .as_deref()
+        .is_some_and(|c| c != SENTRY_COMMENT && c != GATE_COMMENT);
+    Ok(match (original, ghost, old_holds_data, comment.is_some()) {
+        (true, true, _, _) => Some(SwapState::NotSwapped),
+        (true, false, true, _) => Some(SwapState::Swapped),
+        (false, true, true, _) => Some(SwapState::HalfTwoStep),
+        (true, false, false, false) => Some(SwapState::OldDropped),
         _ => None,
     })
 }
@@ -200,7 +222,7 @@ pub async fn has_unfinished_cut_over(
                 &record.old_table
             )
             .await?,
-            Some(SwapState::Swapped | SwapState::HalfTwoStep)
+            Some(SwapState::Swapped | SwapState::HalfTwoStep | SwapState::OldDropped)
         ),
         None => false,
     };
@@ -257,6 +279,20 @@ pub(super) async fn finish_interrupted(
         p.message = "finishing an interrupted cut-over".into();
     });
     info!(old_table = %record.old_table, ?state, position = %record.position, "an earlier run's cut-over was interrupted after the swap; finishing it");
+    if state == SwapState::OldDropped {
+        // The run had verified the swap and dropped the old table: only its clean-up is left.
+        let report = RecoveryReport {
+            old_table_dropped: true,
+            old_table: qualified(&cfg.database, &record.old_table),
+            ..RecoveryReport::default()
+        };
+        clean_up(cfg, &mut conn, &names, &record, None, &report).await?;
+        let summary = report.summary();
+        info!("{summary}");
+        progress.send_modify(|p| p.message = summary);
+        let _ = conn.disconnect().await;
+        return Ok(Some(Outcome::Recovered(report)));
+    }
 
     // The old table holds the original's definition: the stream reads its changes with it.
     let mut source = TableSchema::load(&mut conn, &cfg.database, &record.old_table).await?;
@@ -475,17 +511,16 @@ async fn clean_up(
             drop_own_table(conn, &cfg.database, gate, GATE_COMMENT).await?;
         }
     }
-    Changelog::new(&cfg.database, &names.changelog)
-        .drop_table(conn)
-        .await?;
     let checkpoints = CheckpointTable::new(&cfg.database, &names.checkpoint);
     let has_checkpoints = inspector::table_exists(conn, &cfg.database, &names.checkpoint).await?;
+    // The changelog (with the record) goes last: a run killed in between resumes here again.
+    let changelog = Changelog::new(&cfg.database, &names.changelog);
     if cfg.ok_to_drop_table && report.conflicts.is_empty() {
         drop_table_if_exists(conn, &cfg.database, &record.old_table).await?;
         if has_checkpoints {
             checkpoints.drop_table(conn).await?;
         }
-        return Ok(());
+        return changelog.drop_table(conn).await;
     }
     if let (true, Some(position)) = (has_checkpoints, swap_position) {
         let checkpoint = Checkpoint {
@@ -495,7 +530,9 @@ async fn clean_up(
             rows_copied: 0,
             events_applied: 0,
             is_cut_over: true,
-            run: None,
+            run: parse_alter(&cfg.alter)
+                .ok()
+                .map(|alter| super::run_fingerprint(cfg, &alter)),
         };
         match checkpoints.write(conn, &checkpoint, 0).await {
             Ok(()) => info!(
@@ -508,10 +545,13 @@ async fn clean_up(
             }
         }
     }
-    info!(
-        "the old table is kept as {0}; drop it with: DROP TABLE IF EXISTS {0}",
-        qualified(&cfg.database, &record.old_table)
-    );
+    changelog.drop_table(conn).await?;
+    if !report.old_table_dropped {
+        info!(
+            "the old table is kept as {0}; drop it with: DROP TABLE IF EXISTS {0}",
+            qualified(&cfg.database, &record.old_table)
+        );
+    }
     Ok(())
 }
 
@@ -543,7 +583,7 @@ mod tests {
             present: 1,
             conflicts: vec!["id=Int(7)".into()],
             old_table: "`d`.`_t_del`".into(),
-            completed_two_step: false,
+            ..RecoveryReport::default()
         };
         let text = report.summary();
         assert!(text.contains("3 write(s)"), "{text}");
