@@ -30,6 +30,27 @@ fn replica_flags() -> Vec<String> {
     ]
 }
 
+/// Waits until the replica has applied everything the primary has: a trial that reads from it
+/// must find its schema there (the suite before this one may leave the replica minutes behind).
+async fn replica_caught_up() {
+    let mut primary = common::admin_of(&common::primary())
+        .connect()
+        .await
+        .expect("primary admin");
+    let server = common::dialect::server(&mut primary).await;
+    let state = common::dialect::gtid_state(&mut primary, &server).await;
+    let _ = primary.disconnect().await;
+    let mut replica = common::admin_of(&common::replica())
+        .connect()
+        .await
+        .expect("replica admin");
+    assert!(
+        common::dialect::wait_for_gtids(&mut replica, &server, &state, 600).await,
+        "the replica did not catch up with the primary within 600 s"
+    );
+    let _ = replica.disconnect().await;
+}
+
 /// `e2e/db/topology.sh <server> restart <role> <seconds>`, in the background.
 fn restart(role: &str, seconds: u32) -> std::thread::JoinHandle<String> {
     let (server, role) = (server_name(), role.to_string());
@@ -82,6 +103,7 @@ async fn sessions_killed_on_primary_and_replica() {
     let tally = Tally::default();
     for via_replica in [false, true] {
         let t = Trial::start_with("connkill", 20_000).await;
+        replica_caught_up().await;
         let mut extra = vec!["--chunk-size=100".to_string()];
         if via_replica {
             extra.extend(replica_flags());
@@ -143,6 +165,7 @@ async fn network_stalls_and_resets() {
         .expect("primary address");
     let proxy = common::proxy::Proxy::start(target).await;
     let t = Trial::start_with("netfault", 20_000).await;
+    replica_caught_up().await;
     let port = format!("--port={}", proxy.addr.port());
     let mut run = Running::spawn(ghost(&t.schema.name, &["--chunk-size=100", &port]));
     let mut round = 0u32;
@@ -214,6 +237,7 @@ async fn server_restarts_mid_copy_checksum_and_apply() {
     ];
     for (what, role, trigger, postpone) in cases {
         let t = Trial::start_with("restart", 100_000).await;
+        replica_caught_up().await;
         let flag = std::env::temp_dir().join(format!("ghost-postpone-{}", t.schema.name));
         // Chunks that rest as long as they take: the copy lasts well past the restart.
         let mut extra = vec!["--chunk-size=100".to_string(), "--nice-ratio=1".to_string()];
@@ -265,11 +289,16 @@ async fn replica_sql_thread_stopped_and_started() {
     let _one = ONE_AT_A_TIME.lock().await;
     let tally = Tally::default();
     let t = Trial::start_with("sqlstop", 20_000).await;
+    replica_caught_up().await;
     let mut extra = vec!["--chunk-size=100".to_string()];
     extra.extend(replica_flags());
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
     let mut run = Running::spawn(ghost(&t.schema.name, &extra));
-    assert!(run.wait_for("row copy starting", Duration::from_secs(60)));
+    assert!(
+        run.wait_for("row copy starting", Duration::from_secs(60)),
+        "never saw the copy start:\n{}",
+        tail(&run.text(), 20)
+    );
     let replica = common::admin_of(&common::replica());
     let mut conn = replica.connect().await.expect("replica admin");
     let server = ghost::engine::dialect::ServerInfo::detect(&mut conn)

@@ -67,6 +67,9 @@ journey!(engine_pod_deleted_mid_copy, pod_deleted);
 journey!(reapply_finished_manifest, reapply);
 journey!(revert_a_finished_migration, revert);
 journey!(tls_with_ca_and_client_certificate_from_secrets, tls);
+journey!(an_engine_writes_only_its_own_status, own_status);
+journey!(api_server_restart_mid_migration, api_server_restart);
+journey!(spec_cannot_escalate_privileges, escalation);
 
 // ------------------------------------------------------------------------------ helpers
 
@@ -102,6 +105,16 @@ async fn wait_copying(stack: &Stack, name: &str) -> (Value, Duration) {
             smig["status"]["phase"] == "Copying" && progress_i64(smig, "rowsCopied") > 0
         })
         .await
+}
+
+/// The operator's condition Throttled is True.
+async fn wait_throttled(stack: &Stack, name: &str) -> Value {
+    stack
+        .wait_smig(name, "condition Throttled", PHASE_TIMEOUT, |smig| {
+            condition(smig, "Throttled").is_some_and(|c| c["status"] == "True")
+        })
+        .await
+        .0
 }
 
 /// The annotations that turn a `Manifest::slow` copy into a fast one.
@@ -395,14 +408,7 @@ async fn throttle(cluster: &Cluster, stack: &Stack) {
         reason.contains("ghost/throttle") || reason.to_lowercase().contains("user"),
         "the reason does not name the annotation: {reason:?}"
     );
-    let (smig, _) = stack
-        .wait_smig(
-            &manifest.name,
-            "condition Throttled",
-            PHASE_TIMEOUT,
-            |smig| condition(smig, "Throttled").is_some_and(|c| c["status"] == "True"),
-        )
-        .await;
+    let smig = wait_throttled(stack, &manifest.name).await;
     say(
         J,
         format!(
@@ -1132,11 +1138,11 @@ async fn tls(cluster: &Cluster, stack: &Stack) {
     let name = format!("tls-{:08x}", rand::random::<u32>());
     let yaml = |s: &str| serde_json::to_string(s).expect("json");
     let manifest = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-db, namespace: {NAMESPACE}, labels: {{\"{label}\": \"true\"}}}}\n\
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-db, namespace: {NAMESPACE}, labels: {{\"{label}\": \"true\", \"ghost.dev/credentials\": \"true\"}}}}\n\
          type: Opaque\nstringData: {{username: ghost_x509, password: ghost-x509-pass}}\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-ca, namespace: {NAMESPACE}, labels: {{\"{label}\": \"true\"}}}}\n\
          type: Opaque\nstringData: {{ca.pem: {ca}}}\n---\n\
-         apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-client, namespace: {NAMESPACE}, labels: {{\"{label}\": \"true\"}}}}\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-client, namespace: {NAMESPACE}, labels: {{\"{label}\": \"true\", \"ghost.dev/credentials\": \"true\"}}}}\n\
          type: kubernetes.io/tls\nstringData: {{tls.crt: {crt}, tls.key: {key}}}\n---\n\
          apiVersion: ghost.dev/v1alpha1\nkind: SchemaMigration\nmetadata: {{name: {name}, namespace: {NAMESPACE}, labels: {{\"{label}\": \"true\"}}}}\n\
          spec:\n  connection:\n    host: {host}\n    port: {port}\n    database: {database}\n    \
@@ -1204,4 +1210,288 @@ async fn tls(cluster: &Cluster, stack: &Stack) {
         .query_drop(format!("DROP DATABASE IF EXISTS `{database}`"))
         .await;
     let _ = std::fs::remove_dir_all("/var/run/ghost/tls");
+}
+
+/// A client with a token of the engine's ServiceAccount, bound to `pod` (as the kubelet
+/// projects it) or to nothing.
+async fn engine_client(
+    cluster: &Cluster,
+    stack: &Stack,
+    pod: Option<&k8s_openapi::api::core::v1::Pod>,
+    name: &str,
+) -> kube::Client {
+    let token =
+        node_agent::service_account_token(&stack.admin, NAMESPACE, "ghost-engine", pod, 600)
+            .await
+            .expect("a ghost-engine token");
+    let path = node_agent::write_kubeconfig(
+        &stack.dir.join(name),
+        &cluster.server,
+        &cluster.ca_pem,
+        &token,
+        NAMESPACE,
+        "ghost-engine",
+    )
+    .expect("kubeconfig");
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("read kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("engine kubeconfig");
+    kube::Client::try_from(config).expect("engine client")
+}
+
+/// Issue #13's attack: with the engine's ServiceAccount, `progress.phase: Succeeded` written onto
+/// another migration. The admission policy refuses it (and a token bound to no pod writes
+/// nothing), the engine's own pod may write its own status, and the other migration is not
+/// reported Succeeded.
+async fn own_status(cluster: &Cluster, stack: &Stack) {
+    use ghost::api::SchemaMigration;
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams, Patch, PatchParams};
+    const J: &str = "own-status";
+    let table_a = Table::create("k8s_own_a", 500).await;
+    let table_b = Table::create("k8s_own_b", 500).await;
+    let postponed = "  cutOver:\n    postpone: true\n";
+    let a = Manifest::new("own-a", table_a.database(), "ADD COLUMN note VARCHAR(20)")
+        .with_spec(postponed);
+    let b = Manifest::new("own-b", table_b.database(), "ADD COLUMN note VARCHAR(20)")
+        .with_spec(postponed);
+    apply(cluster, &a).await;
+    stack.wait_phase(&a.name, "Postponed", PHASE_TIMEOUT).await;
+    // One migration per host at a time here: b waits for a.
+    apply(cluster, &b).await;
+    stack.wait_phase(&b.name, "Queued", PHASE_TIMEOUT).await;
+    let pods: Api<Pod> = Api::namespaced(stack.admin.clone(), NAMESPACE);
+    let pod = pods
+        .list(&ListParams::default().labels(&format!("ghost.dev/migration={}", a.name)))
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .expect("a running engine pod of own-a");
+    let as_pod_of_a = engine_client(cluster, stack, Some(&pod), "bound").await;
+    let unbound = engine_client(cluster, stack, None, "unbound").await;
+
+    let forged =
+        serde_json::json!({"status": {"progress": {"phase": "Succeeded", "message": "forged"}}});
+    let refused = |result: Result<SchemaMigration, kube::Error>, what: &str| match result {
+        Err(kube::Error::Api(status)) => {
+            assert!(
+                status.message.contains("its own SchemaMigration"),
+                "{what}: refused for another reason: {status:?}"
+            );
+            say(
+                J,
+                format!("{what}: refused ({}): {}", status.code, status.message),
+            );
+        }
+        Ok(_) => panic!("{what}: the write was accepted"),
+        Err(e) => panic!("{what}: {e}"),
+    };
+    let api_a: Api<SchemaMigration> = Api::namespaced(as_pod_of_a.clone(), NAMESPACE);
+    refused(
+        api_a
+            .patch_status(&b.name, &PatchParams::default(), &Patch::Merge(&forged))
+            .await,
+        "own-a's engine pod writes own-b's status",
+    );
+    let api_unbound: Api<SchemaMigration> = Api::namespaced(unbound, NAMESPACE);
+    refused(
+        api_unbound
+            .patch_status(&a.name, &PatchParams::default(), &Patch::Merge(&forged))
+            .await,
+        "a token bound to no pod writes own-a's status",
+    );
+    // Its own status it may write (a harmless field; the engine rewrites it).
+    let own = serde_json::json!({"status": {"progress": {"message": "written by own-a's pod"}}});
+    api_a
+        .patch_status(&a.name, &PatchParams::default(), &Patch::Merge(&own))
+        .await
+        .expect("own-a's pod writes own-a's status");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let smig_b = stack.smig(&b.name).await.expect("own-b");
+    assert_eq!(
+        smig_b["status"]["phase"], "Queued",
+        "{:#}",
+        smig_b["status"]
+    );
+
+    for m in [&a, &b] {
+        cluster
+            .annotate(&m.name, &["ghost/postpone-cut-over=false"])
+            .await;
+    }
+    for m in [&a, &b] {
+        stack.wait_phase(&m.name, "Succeeded", PHASE_TIMEOUT).await;
+    }
+}
+
+/// Issue #13: the API server restarts mid-copy (down 3 s). Once it answers again, an annotation
+/// reaches the engine and the operator's condition within 5 s, and a new SchemaMigration gets
+/// its finalizer within 5 s.
+async fn api_server_restart(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "api-server-restart";
+    const CATCH_UP: Duration = Duration::from_secs(5);
+    let mut table = Table::create("k8s_apirestart", 20_000).await;
+    let writer = Writer::start(table.schema.admin_config(), WRITE_PAUSE).await;
+    // Postponed, so that it is still running whatever the restart takes.
+    let manifest = Manifest::new(J, table.database(), "ADD COLUMN score INT")
+        .slow()
+        .with_spec("  cutOver:\n    postpone: true\n");
+    apply(cluster, &manifest).await;
+    wait_copying(stack, &manifest.name).await;
+
+    let stopping = Instant::now();
+    let restarted = harness::cluster_sh_args(&["restart-apiserver", "3"]).await;
+    assert!(
+        restarted.ok,
+        "restart failed:\n{}{}",
+        restarted.stdout, restarted.stderr
+    );
+    let answering = Instant::now();
+    say(
+        J,
+        format!(
+            "kube-apiserver stopped, down 3 s, answering again ({} in all)",
+            fmt(stopping.elapsed())
+        ),
+    );
+
+    cluster
+        .annotate(&manifest.name, &["ghost/throttle=true"])
+        .await;
+    wait_throttled(stack, &manifest.name).await;
+    let caught_up = answering.elapsed();
+    say(
+        J,
+        format!(
+            "API server answering → annotation applied by the engine and shown by the operator in {}",
+            fmt(caught_up)
+        ),
+    );
+    assert!(
+        caught_up <= CATCH_UP,
+        "the operator caught up only after {caught_up:?}"
+    );
+
+    let later = Manifest::new("api-later", table.database(), "ADD COLUMN other INT")
+        .with_spec("  execute: false\n");
+    let created = Instant::now();
+    apply(cluster, &later).await;
+    let (_, _) = stack
+        .wait_smig(&later.name, "finalizer", PHASE_TIMEOUT, |smig| {
+            smig["metadata"]["finalizers"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|v| v == "ghost.dev/cleanup"))
+                || smig["status"]["phase"].is_string()
+        })
+        .await;
+    let seen = created.elapsed();
+    say(
+        J,
+        format!(
+            "a new SchemaMigration seen by the operator in {}",
+            fmt(seen)
+        ),
+    );
+    assert!(
+        seen <= CATCH_UP,
+        "a new SchemaMigration was seen only after {seen:?}"
+    );
+
+    cluster
+        .annotate(
+            &manifest.name,
+            &["ghost/throttle=false", "ghost/postpone-cut-over=false"],
+        )
+        .await;
+    speed_up(cluster, &manifest.name).await;
+    stack
+        .wait_phase(&manifest.name, "Succeeded", PHASE_TIMEOUT)
+        .await;
+    let writes = writer.stop().await;
+    assert_rows_equal(J, &mut table, &writes).await;
+}
+
+/// The reason of the condition that blocks `name`, once one does.
+async fn blocked_by(stack: &Stack, name: &str, reason: &str) -> String {
+    let (smig, _) = stack
+        .wait_smig(name, reason, PHASE_TIMEOUT, |smig| {
+            smig["status"]["conditions"]
+                .as_array()
+                .is_some_and(|cs| cs.iter().any(|c| c["reason"] == reason))
+        })
+        .await;
+    smig["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["reason"] == reason))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Issue #13's escalation through the spec, by a user who may create SchemaMigrations: another
+/// image, a cluster-admin ServiceAccount, control-plane placement, and a Secret that was never
+/// meant for ghost. Each is refused with a condition, and no Job is made.
+async fn escalation(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "escalation";
+    // A table each: a blocked migration keeps its place on its table.
+    let mut tables = Vec::new();
+    let cases = [
+        (
+            "image",
+            "  engine:\n    image: evil.example.com/miner:latest\n",
+            "EngineNotAllowed",
+            "spec.engine.image",
+        ),
+        (
+            "account",
+            "  engine:\n    serviceAccountName: cluster-admin\n",
+            "EngineNotAllowed",
+            "serviceAccountName",
+        ),
+        (
+            "placement",
+            "  engine:\n    nodeSelector: {node-role.kubernetes.io/control-plane: \"\"}\n    tolerations: [{operator: Exists}]\n",
+            "EngineNotAllowed",
+            "--allow-engine-placement",
+        ),
+    ];
+    let mut names = Vec::new();
+    for (what, spec, reason, words) in cases {
+        let table = Table::create(&format!("k8s_esc_{what}"), 10).await;
+        let manifest = Manifest::new(&format!("esc-{what}"), table.database(), "ADD COLUMN x INT")
+            .with_spec(spec);
+        tables.push(table);
+        apply(cluster, &manifest).await;
+        let message = blocked_by(stack, &manifest.name, reason).await;
+        assert!(message.contains(words), "{what}: {message}");
+        say(J, format!("{what}: {reason}: {message}"));
+        names.push(manifest.name.clone());
+    }
+    // A Secret of the namespace that is not opted in for ghost.
+    let table = Table::create("k8s_esc_secret", 10).await;
+    let mut without = Manifest::new("esc-secret", table.database(), "ADD COLUMN x INT");
+    without.without_secret = true;
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {}, namespace: {NAMESPACE}, labels: {{\"{}\": \"true\"}}}}\n\
+         type: Opaque\nstringData: {{username: someone, password: something}}\n",
+        without.secret,
+        harness::E2E_LABEL
+    );
+    cluster.kubectl(&["apply", "-f", "-"], Some(&secret)).await;
+    apply(cluster, &without).await;
+    let message = blocked_by(stack, &without.name, "SecretNotOptedIn").await;
+    assert!(message.contains("ghost.dev/credentials=true"), "{message}");
+    say(J, format!("unlabelled Secret: SecretNotOptedIn: {message}"));
+    names.push(without.name.clone());
+    for name in &names {
+        let jobs = cluster
+            .names("jobs", &format!("ghost.dev/migration={name}"))
+            .await;
+        assert!(jobs.is_empty(), "{name}: a Job was made: {jobs:?}");
+    }
+    drop(table);
+    drop(tables);
 }

@@ -2,7 +2,8 @@
 //! its old table and writes a cut-over checkpoint; the table keeps changing under its new
 //! definition; `ghost migrate --revert --old-table=_t_del` brings the old table up to date from
 //! the binlog and swaps it back, so the table has its old definition and every row's current
-//! values. Without a cut-over checkpoint, the revert is refused in one line.
+//! values, also after another migration's cleanup ran on the table. Without a cut-over
+//! checkpoint, the revert is refused in one line.
 
 mod common;
 
@@ -87,6 +88,20 @@ async fn revert_swaps_the_old_table_back_with_every_later_change() {
     .await
     .expect("writes after the cut-over");
     let expected = read_rows(&mut conn, "t").await;
+
+    // A later migration of the table that failed and was deleted: its cleanup (the operator's
+    // finalizer) must leave the finished migration's cut-over checkpoint to the revert.
+    let dropped = ghost::engine::cleanup::drop_migration_tables(
+        &common::primary().with_database(&schema.name),
+        &schema.name,
+        "t",
+    )
+    .await
+    .expect("cleanup");
+    assert!(
+        !dropped.iter().any(|t| t == "_t_ghk"),
+        "the cleanup dropped the revert's checkpoint: {dropped:?}"
+    );
 
     // The revert: no --alter, the old table named.
     let (code, log) = ghost(&migrate_args(

@@ -4,7 +4,7 @@
 # Go modules by e2e/k8s/build.sh. There is no kubelet and no scheduler: Pods
 # that the Job controller creates stay Pending until a node agent runs them.
 #
-# Usage: e2e/k8s/cluster.sh {start|stop|status|env|reset}
+# Usage: e2e/k8s/cluster.sh {start|stop|status|env|reset|restart-apiserver SECONDS}
 #
 #   start   build the binaries if they are not cached, make the PKI and the
 #           kubeconfigs on first start, start what is not running (idempotent),
@@ -18,6 +18,9 @@
 #           KUBECONFIG (admin, group system:masters), PATH (bin dir first),
 #           GHOST_K8S_BIN_DIR, GHOST_K8S_RUN_DIR, GHOST_K8S_SERVER, GHOST_K8S_CA
 #   reset   stop, then delete the run dir (etcd data, PKI, kubeconfigs, logs)
+#   restart-apiserver SECONDS
+#           stop kube-apiserver, keep it down SECONDS, start it again and wait for
+#           /readyz (the journeys' API server restart)
 #
 # Environment (defaults in brackets):
 #   GHOST_CACHE_DIR            cache root [$HOME/.cache/ghost]
@@ -403,6 +406,14 @@ cmd_env() {
   printf 'export GHOST_K8S_CA=%q\n' "$PKI/ca.crt"
 }
 
+cmd_restart_apiserver() {
+  local down="${1:-3}"
+  [[ "$down" =~ ^[0-9]+$ ]] || die "restart-apiserver: SECONDS must be a whole number, not '$down'"
+  stop_one kube-apiserver
+  sleep "$down"
+  step kube-apiserver start_apiserver
+}
+
 cmd_reset() {
   cmd_stop
   # Only delete a dir that looks like ours (guards against GHOST_K8S_RUN_DIR=/).
@@ -419,8 +430,9 @@ case "${1:-}" in
   status) cmd_status ;;
   env) cmd_env ;;
   reset) cmd_reset ;;
+  restart-apiserver) cmd_restart_apiserver "${2:-3}" ;;
   *)
-    echo "usage: $0 {start|stop|status|env|reset}" >&2
+    echo "usage: $0 {start|stop|status|env|reset|restart-apiserver SECONDS}" >&2
     exit 2
     ;;
 esac

@@ -142,11 +142,15 @@ fn decide_phase(input: &StatusInput<'_>) -> (MigrationPhase, String) {
                     engine_message.unwrap_or("no message")
                 ),
             ),
-            // The table swap cannot be undone and a panic is deliberate: both are final even
-            // before the pod exits.
-            Some(MigrationPhase::Succeeded) => {
-                (MigrationPhase::Succeeded, success_message(input, progress))
-            }
+            // Success is the Job's to confirm: `.status.progress` is written by a pod, and
+            // a report alone never makes a migration Succeeded.
+            Some(MigrationPhase::Succeeded) => (
+                previous_phase
+                    .filter(|p| !matches!(p, MigrationPhase::Queued | MigrationPhase::Pending))
+                    .unwrap_or(MigrationPhase::CuttingOver),
+                "the engine reports the migration complete; waiting for its Job to succeed"
+                    .to_string(),
+            ),
             Some(MigrationPhase::Cancelled) => {
                 (MigrationPhase::Cancelled, cancelled_message(engine_message))
             }
@@ -159,12 +163,12 @@ fn decide_phase(input: &StatusInput<'_>) -> (MigrationPhase, String) {
             _ => (MigrationPhase::Succeeded, success_message(input, progress)),
         },
         JobState::Failed { message } => match engine_phase {
-            // The swap happened; only something after it (cleanup, a hook) failed.
+            // Never Succeeded without the Job's success; say what is known.
             Some(MigrationPhase::Succeeded) => (
-                MigrationPhase::Succeeded,
+                MigrationPhase::Failed,
                 format!(
-                    "{}; the engine Job failed afterwards: {message}",
-                    success_message(input, progress)
+                    "the engine reported the migration complete, but its Job failed ({message}): \
+                     look at the table; the swap may have happened"
                 ),
             ),
             Some(MigrationPhase::Cancelled) => {
@@ -703,15 +707,53 @@ mod tests {
     }
 
     #[test]
-    fn engine_success_is_final_before_the_pod_exits() {
+    fn engine_success_waits_for_the_job() {
+        let mut run = Run::new();
+        run.step(
+            JobState::Running,
+            Some(progress(MigrationPhase::Copying)),
+            0,
+        );
+        let s = run.step(
+            JobState::Running,
+            Some(progress(MigrationPhase::Succeeded)),
+            10,
+        );
+        assert_eq!(s.phase, Some(MigrationPhase::Copying));
+        assert!(
+            s.message
+                .as_deref()
+                .unwrap()
+                .contains("waiting for its Job")
+        );
+        assert_eq!(s.completion_time, None);
+        let s = run.step(
+            JobState::Succeeded,
+            Some(progress(MigrationPhase::Succeeded)),
+            20,
+        );
+        assert_eq!(s.phase, Some(MigrationPhase::Succeeded));
+        assert_eq!(s.completion_time, Some(at(20)));
+    }
+
+    /// The attack of issue #13: `progress.phase: Succeeded` written onto a migration whose
+    /// engine never ran is not success.
+    #[test]
+    fn a_success_report_alone_is_not_success() {
         let mut run = Run::new();
         let s = run.step(
             JobState::Running,
             Some(progress(MigrationPhase::Succeeded)),
             0,
         );
-        assert_eq!(s.phase, Some(MigrationPhase::Succeeded));
-        assert_eq!(s.completion_time, Some(at(0)));
+        assert_ne!(s.phase, Some(MigrationPhase::Succeeded));
+        assert!(
+            is(&s, SUCCEEDED, "False")
+                || !s
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == SUCCEEDED && c.status == "True")
+        );
     }
 
     #[test]
@@ -780,7 +822,7 @@ mod tests {
     }
 
     #[test]
-    fn failure_after_the_swap_is_still_success() {
+    fn a_failed_job_is_failure_whatever_the_engine_reported() {
         let mut run = Run::new();
         let s = run.step(
             JobState::Failed {
@@ -789,8 +831,12 @@ mod tests {
             Some(progress(MigrationPhase::Succeeded)),
             0,
         );
-        assert_eq!(s.phase, Some(MigrationPhase::Succeeded));
-        assert!(s.message.as_deref().unwrap().contains("pod OOMKilled"));
+        assert_eq!(s.phase, Some(MigrationPhase::Failed));
+        let message = s.message.as_deref().unwrap();
+        assert!(
+            message.contains("pod OOMKilled") && message.contains("reported"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! ghost operator [--metrics-addr 127.0.0.1:8080] [--namespace NS] [--engine-image IMAGE]
-//!                [--max-per-host N] [--leader-elect] [--lease-namespace NS]
+//!                [--allowed-engine-images LIST] [--allowed-engine-service-accounts LIST]
+//!                [--allow-engine-placement] [--max-per-host N] [--leader-elect]
+//!                [--lease-namespace NS]
 //! ```
 //!
 //! Exit codes: 0 after SIGTERM/SIGINT, 1 when the operator cannot go on (no API server, CRD not
@@ -43,6 +45,24 @@ struct OperatorArgs {
     /// Service account of engine pods whose spec.engine.serviceAccountName is empty.
     #[arg(long, env = "GHOST_ENGINE_SERVICE_ACCOUNT", default_value = DEFAULT_SERVICE_ACCOUNT)]
     engine_service_account: String,
+
+    /// Images a spec.engine.image may name besides --engine-image (comma-separated; a trailing
+    /// `*` allows a prefix, e.g. registry.example.com/ghost:*).
+    #[arg(long, value_delimiter = ',', env = "GHOST_ALLOWED_ENGINE_IMAGES")]
+    allowed_engine_images: Vec<String>,
+
+    /// ServiceAccounts a spec.engine.serviceAccountName may name besides
+    /// --engine-service-account (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "GHOST_ALLOWED_ENGINE_SERVICE_ACCOUNTS"
+    )]
+    allowed_engine_service_accounts: Vec<String>,
+
+    /// Let specs place engine pods (spec.engine.nodeSelector, tolerations).
+    #[arg(long)]
+    allow_engine_placement: bool,
 
     /// Migrations running at once against one database server (host:port).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
@@ -134,6 +154,11 @@ fn build_config(
         engine: EngineDefaults {
             image: args.engine_image,
             service_account: args.engine_service_account,
+            policy: crate::operator::policy::EnginePolicy {
+                images: non_empty(args.allowed_engine_images),
+                service_accounts: non_empty(args.allowed_engine_service_accounts),
+                placement: args.allow_engine_placement,
+            },
         },
         max_per_host: usize::try_from(args.max_per_host).unwrap_or(usize::MAX),
         leader_elect: args.leader_elect,
@@ -141,6 +166,14 @@ fn build_config(
         lease_name: args.lease_name,
         identity,
     }
+}
+
+/// A list flag's entries, trimmed, without empty ones (`--x=` or a trailing comma).
+fn non_empty(list: Vec<String>) -> Vec<String> {
+    list.into_iter()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect()
 }
 
 fn init_logging(format: &str) {

@@ -3,12 +3,16 @@
 //! interrupted cut-over left. The operator calls this when a SchemaMigration is deleted; it never
 //! speaks SQL itself.
 //!
+//! A checkpoint table that holds a cut-over checkpoint is kept: a finished migration left it for
+//! its revert.
+//!
 //! `_<t>_del` (or gh-ost's timestamped `_<t>_<YYYYMMDDhhmmss>_del`, which the engine pod uses)
 //! is dropped only when its comment is the sentry's: after a cut-over that keeps the old table,
 //! the same name holds the original data, the manual rollback path.
 
 use mysql_async::prelude::Queryable;
 
+use super::checkpoint::CheckpointTable;
 use super::conn::ConnectionConfig;
 use super::cutover::SENTRY_COMMENT;
 use super::ddl::drop_table_if_exists;
@@ -34,7 +38,17 @@ pub async fn drop_migration_tables(
         )
         .await
         .sql_context(|| format!("looking for ghost's tables of {database}.{table}"))?;
-    let plan = tables_to_drop(&names, &timestamped.old, &found);
+    let mut plan = tables_to_drop(&names, &timestamped.old, &found);
+    // A finished migration's cut-over checkpoint is what `--revert` (spec.revert) starts from:
+    // it belongs to that migration, not to the one being cleaned up.
+    if plan.contains(&names.checkpoint)
+        && CheckpointTable::new(database, &names.checkpoint)
+            .latest_cut_over(&mut session)
+            .await?
+            .is_some()
+    {
+        plan.retain(|name| *name != names.checkpoint);
+    }
     let mut dropped = Vec::with_capacity(plan.len());
     for name in plan {
         drop_table_if_exists(&mut session, database, &name).await?;

@@ -50,7 +50,11 @@ pub async fn follow_resource(
     mut reported: Vec<InvalidControl>,
 ) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+    // The short backoff of the operator: after an API server restart the controls apply again
+    // within about a second of the server answering.
+    let mut events = std::pin::pin!(
+        watcher(api, config).backoff(crate::operator::watch_health::WatchBackoff::default())
+    );
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Apply(smig) | Event::InitApply(smig)) => {

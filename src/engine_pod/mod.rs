@@ -356,6 +356,11 @@ spec:
         assert_eq!(EngineExit::Failed.code(), 1);
         assert_eq!(EngineExit::Config.code(), 2);
         assert_eq!(EngineExit::Cancelled.code(), 3);
+        // The Job fails at once on these (its podFailurePolicy), and only on these.
+        let final_exits: Vec<i32> = [EngineExit::Config, EngineExit::Cancelled]
+            .map(|e| i32::from(e.code()))
+            .to_vec();
+        assert_eq!(final_exits, crate::operator::job::FINAL_EXIT_CODES);
     }
 
     #[test]

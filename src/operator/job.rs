@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
     PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecretKeySelector,
@@ -48,6 +50,8 @@ pub struct EngineDefaults {
     /// `--engine-image`.
     pub image: String,
     pub service_account: String,
+    /// What a spec may ask for besides these defaults.
+    pub policy: super::policy::EnginePolicy,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -259,6 +263,7 @@ pub fn build_job(smig: &SchemaMigration, defaults: &EngineDefaults) -> Result<Jo
         },
         spec: Some(JobSpec {
             backoff_limit: Some(engine.backoff_limit.max(0)),
+            pod_failure_policy: Some(no_retry_for_final_exits()),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -270,6 +275,25 @@ pub fn build_job(smig: &SchemaMigration, defaults: &EngineDefaults) -> Result<Jo
         }),
         status: None,
     })
+}
+
+/// The engine's exit codes that another pod cannot change: 2 (the resource cannot run as
+/// written: credentials, TLS, the ALTER) and 3 (cancelled). They fail the Job at once instead
+/// of using up the backoff limit on retries that fail the same way.
+pub const FINAL_EXIT_CODES: [i32; 2] = [2, 3];
+
+fn no_retry_for_final_exits() -> PodFailurePolicy {
+    PodFailurePolicy {
+        rules: vec![PodFailurePolicyRule {
+            action: "FailJob".to_string(),
+            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                container_name: Some(CONTAINER_NAME.to_string()),
+                operator: "In".to_string(),
+                values: FINAL_EXIT_CODES.to_vec(),
+            }),
+            on_pod_conditions: None,
+        }],
+    }
 }
 
 fn secret_env(var: &str, secret: &str, key: &str) -> EnvVar {
@@ -393,6 +417,7 @@ mod tests {
         EngineDefaults {
             image: "ghost:test".to_string(),
             service_account: DEFAULT_SERVICE_ACCOUNT.to_string(),
+            policy: Default::default(),
         }
     }
 
@@ -410,6 +435,17 @@ mod tests {
         assert_eq!(job.metadata.namespace.as_deref(), Some("shop"));
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(3));
+        let rule = &spec
+            .pod_failure_policy
+            .as_ref()
+            .expect("podFailurePolicy")
+            .rules[0];
+        assert_eq!(rule.action, "FailJob");
+        let codes = rule.on_exit_codes.as_ref().expect("onExitCodes");
+        assert_eq!(
+            (codes.operator.as_str(), codes.values.as_slice()),
+            ("In", &[2, 3][..])
+        );
         let pod = pod_spec(&job);
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
         assert_eq!(pod.service_account_name.as_deref(), Some("ghost-engine"));

@@ -4,9 +4,11 @@
 //! - `reconcile`: one reconcile (finalizer, Job, status, Events) and the controller's `Context`.
 //! - `job`: the engine Job built from the resource (pure), and the Job's state read back.
 //! - `queue`: which migrations may start: one per table, a cap per host (pure).
+//! - `policy`: the images, ServiceAccounts, placement and Secrets a spec may use (pure).
 //! - `finalizer`: deletion: stop the engine, then drop ghost's tables (through the engine).
 //! - `metrics`, `server`: `/metrics`, `/healthz`, `/readyz`.
 //! - `leader`: Lease-based leader election; only the leader runs the Controller.
+//! - `watch_health`: a short watch backoff, and whether the watches work (for `/readyz`).
 //!
 //! The controller speaks no SQL and never writes `.status.progress` (the engine pod's field).
 
@@ -14,9 +16,11 @@ pub mod finalizer;
 pub mod job;
 pub mod leader;
 pub mod metrics;
+pub mod policy;
 pub mod queue;
 pub mod reconcile;
 pub mod server;
+pub mod watch_health;
 
 #[cfg(test)]
 mod tests;
@@ -156,7 +160,8 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
     let jobs: Api<Job> = scoped(&client, config.namespace.as_deref());
     // No generation predicate: annotation changes (the controls) do not bump the generation.
     let controller = Controller::new(migrations, watcher::Config::default().any_semantic())
-        .owns(jobs, watcher::Config::default().labels(job::JOB_SELECTOR));
+        .owns(jobs, watcher::Config::default().labels(job::JOB_SELECTOR))
+        .trigger_backoff(watch_health::WatchBackoff::default());
     let store = controller.store();
     let ctx = Arc::new(Context::new(
         client.clone(),
@@ -175,6 +180,7 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let queue_moves = ctx.queue_moves();
+    let watch_admin = admin.clone();
     let mut controller_run = pin!(
         controller
             .reconcile_all_on(queue_moves)
@@ -182,16 +188,21 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
                 let _ = stop_rx.await;
             })
             .run(reconcile, error_policy, ctx)
-            .for_each(|result| async move {
-                match result {
-                    Ok((object, _)) => debug!(%object, "reconciled"),
-                    // error_policy has logged it.
-                    Err(controller::Error::ReconcilerFailed(..)) => {}
-                    // A deleted object's queued reconcile: expected.
-                    Err(controller::Error::ObjectNotFound(object)) => {
-                        debug!(%object, "gone before its reconcile");
+            .for_each(|result| {
+                if matches!(result, Err(controller::Error::QueueError(_))) {
+                    watch_admin.watches.failed();
+                }
+                async move {
+                    match result {
+                        Ok((object, _)) => debug!(%object, "reconciled"),
+                        // error_policy has logged it.
+                        Err(controller::Error::ReconcilerFailed(..)) => {}
+                        // A deleted object's queued reconcile: expected.
+                        Err(controller::Error::ObjectNotFound(object)) => {
+                            debug!(%object, "gone before its reconcile");
+                        }
+                        Err(e) => warn!("controller: {e}"),
                     }
-                    Err(e) => warn!("controller: {e}"),
                 }
             })
     );

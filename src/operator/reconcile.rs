@@ -35,6 +35,7 @@ use tracing::{Instrument, debug, info, warn};
 use super::finalizer::{self, FINALIZER, TableCleaner};
 use super::job::{self, EngineDefaults, JobError};
 use super::metrics::Metrics;
+use super::policy;
 use super::queue::{self, Decision, Entry, Slot};
 use crate::api::controls::InvalidControl;
 use crate::api::status::{CONTROLS_VALID, READY, SUCCEEDED};
@@ -54,8 +55,12 @@ pub const REPORTER: &str = "ghost-operator";
 const REQUEUE_RUNNING: Duration = Duration::from_secs(15);
 /// Waiting for a human to release the cut-over: nothing changes on its own.
 const REQUEUE_POSTPONED: Duration = Duration::from_secs(60);
-/// Queued: another migration's end is not an event of this resource, so look again soon.
-const REQUEUE_QUEUED: Duration = Duration::from_secs(10);
+/// Queued: a migration's end or deletion wakes the queue (`queue_moves`); this is the safety
+/// net, and a queued reconcile reads only the cache.
+const REQUEUE_QUEUED: Duration = Duration::from_secs(60);
+/// No engine starts until deletions of SchemaMigrations have stopped for this long: a
+/// `kubectl delete --all` must not start the migrations it is about to delete.
+pub const DELETION_SETTLE: Duration = Duration::from_secs(5);
 /// Blocked on the user (Secret missing): Secrets are not watched.
 const REQUEUE_BLOCKED: Duration = Duration::from_secs(30);
 const REQUEUE_ERROR: Duration = Duration::from_secs(30);
@@ -133,6 +138,8 @@ pub struct Context {
     queue_moved: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
     /// uids already announced on `queue_moved` (once per process each).
     announced: Mutex<HashSet<String>>,
+    /// When a SchemaMigration being deleted was last seen.
+    last_deletion: Mutex<Option<std::time::Instant>>,
 }
 
 impl Context {
@@ -163,6 +170,38 @@ impl Context {
             started: Mutex::new(HashSet::new()),
             queue_moved: Mutex::new(None),
             announced: Mutex::new(HashSet::new()),
+            last_deletion: Mutex::new(None),
+        }
+    }
+
+    /// A SchemaMigration with a deletionTimestamp was reconciled.
+    pub(crate) fn note_deletion(&self) {
+        *self
+            .last_deletion
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
+    }
+
+    /// How much longer new engines wait for deletions to stop; None when none was seen lately.
+    pub(crate) fn deletions_settling(&self) -> Option<Duration> {
+        let last = (*self
+            .last_deletion
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))?;
+        DELETION_SETTLE
+            .checked_sub(last.elapsed())
+            .filter(|d| !d.is_zero())
+    }
+
+    /// Wakes the queued migrations (a slot was freed, or deletions are over).
+    pub(crate) fn wake_queue(&self) {
+        if let Some(tx) = self
+            .queue_moved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            let _ = tx.send(());
         }
     }
 
@@ -189,16 +228,8 @@ impl Context {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(uid.to_string());
-        if !first {
-            return;
-        }
-        if let Some(tx) = self
-            .queue_moved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            let _ = tx.send(());
+        if first {
+            self.wake_queue();
         }
     }
 
@@ -306,6 +337,8 @@ struct Observation {
     created: bool,
     /// `ghost/panic=true` before any Job existed: the migration ends here, Cancelled.
     cancelled_before_start: bool,
+    /// Held back only because SchemaMigrations are being deleted (`DELETION_SETTLE`).
+    settling: bool,
 }
 
 impl Observation {
@@ -316,6 +349,7 @@ impl Observation {
             blocker: None,
             created: false,
             cancelled_before_start: false,
+            settling: false,
         }
     }
 
@@ -335,6 +369,15 @@ pub async fn reconcile(smig: Arc<SchemaMigration>, ctx: Arc<Context>) -> Result<
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let span = tracing::info_span!("reconcile", namespace = %namespace, name = %smig.name_any());
     let api: Api<SchemaMigration> = Api::namespaced(ctx.client.clone(), &namespace);
+    if smig.metadata.deletion_timestamp.is_some() {
+        ctx.note_deletion();
+    }
+    let succeeded = smig.status.as_ref().and_then(|s| s.phase) == Some(MigrationPhase::Succeeded);
+    if succeeded {
+        // Nothing of it is left to clean up (the engine dropped its tables): the finalizer
+        // goes, so deleting it later, also after the operator is uninstalled, never hangs.
+        return finish_succeeded(&smig, &ctx, &api).instrument(span).await;
+    }
     let inner = ctx.clone();
     with_finalizer(&api, FINALIZER, smig, |event| async move {
         match event {
@@ -345,6 +388,49 @@ pub async fn reconcile(smig: Arc<SchemaMigration>, ctx: Arc<Context>) -> Result<
     .instrument(span)
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// A Succeeded migration: its status kept current, and the finalizer removed.
+async fn finish_succeeded(
+    smig: &SchemaMigration,
+    ctx: &Context,
+    api: &Api<SchemaMigration>,
+) -> Result<Action, Error> {
+    let action = if smig.metadata.deletion_timestamp.is_none() {
+        apply(smig, ctx).await?
+    } else {
+        if let Some(uid) = smig.uid() {
+            ctx.forget(&uid);
+        }
+        ctx.metrics
+            .forget(&smig.namespace().unwrap_or_default(), &smig.name_any());
+        Action::await_change()
+    };
+    let finalizers = smig.finalizers();
+    if finalizers.iter().any(|f| f == FINALIZER) {
+        let kept: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
+        // The resourceVersion makes it conditional: a finalizer added meanwhile is not lost.
+        let patch = json!({
+            "metadata": {
+                "finalizers": kept,
+                "resourceVersion": smig.resource_version(),
+            }
+        });
+        match api
+            .patch(
+                &smig.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => debug!("succeeded: removed the finalizer"),
+            // Gone already, or changed meanwhile: the next reconcile looks again.
+            Err(kube::Error::Api(s)) if s.is_not_found() || s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(action)
 }
 
 /// The controller's error policy: retry soon; a deletion waiting for its pod is not a failure.
@@ -432,6 +518,38 @@ async fn observe_job(
     uid: &str,
     panic: bool,
 ) -> Result<Observation, Error> {
+    let me = Entry::from_migration(smig, ctx.started_here(uid));
+    // Not started: the queue decides from the cache alone, so a long queue costs the API
+    // server nothing. A migration that started before and lost its Job (deleted by hand) gets
+    // it back without queueing: it still holds its table, and the engine resumes.
+    if me.slot != Slot::Active && !panic {
+        let entries = ctx.queue_entries(smig);
+        if let Decision::Wait(reason) = queue::decide(&me, &entries, ctx.max_per_host) {
+            debug!(%reason, "queued");
+            return Ok(Observation::with(JobState::Queued { reason }, None));
+        }
+        if let Some(left) = ctx.deletions_settling() {
+            debug!(wait = ?left, "deletions in progress; not starting an engine yet");
+            // The message it had, so that the wait writes nothing.
+            let reason = smig
+                .status
+                .as_ref()
+                .and_then(|s| s.message.as_deref())
+                .and_then(|m| m.strip_prefix("queued: "))
+                .map_or_else(
+                    || {
+                        "SchemaMigrations are being deleted; engines start once that is over"
+                            .to_string()
+                    },
+                    str::to_string,
+                );
+            return Ok(Observation {
+                settling: true,
+                ..Observation::with(JobState::Queued { reason }, None)
+            });
+        }
+    }
+
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
     let job_name = job::job_name(name);
     if let Some(existing) = jobs.get_opt(&job_name).await? {
@@ -449,10 +567,12 @@ async fn observe_job(
         return Ok(Observation::with(job::job_state(&existing), Some(job_name)));
     }
 
-    // The Job is gone after the engine reported its outcome: that outcome stands.
+    // The Job this controller created is gone after the engine reported its outcome: that
+    // outcome stands. A report on a migration that never had a Job is nobody's.
     let engine_phase = smig
         .status
         .as_ref()
+        .filter(|s| s.job.is_some())
         .and_then(|s| s.progress.as_ref())
         .and_then(|p| p.phase)
         .filter(|p| p.is_terminal());
@@ -474,22 +594,29 @@ async fn observe_job(
         });
     }
 
-    let me = Entry::from_migration(smig, ctx.started_here(uid));
-    // A migration that started before and lost its Job (deleted by hand) gets it back without
-    // queueing: it still holds its table, and the engine resumes from its checkpoint.
-    if me.slot != Slot::Active {
-        let entries = ctx.queue_entries(smig);
-        if let Decision::Wait(reason) = queue::decide(&me, &entries, ctx.max_per_host) {
-            debug!(%reason, "queued");
-            return Ok(Observation::with(JobState::Queued { reason }, None));
-        }
+    if let Err(blocker) = policy::check_engine(smig, &ctx.engine, &ctx.engine.policy) {
+        return Ok(Observation::blocked(blocker));
     }
-
     let credentials = &smig.spec.connection.credentials_secret_ref;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret = secrets.get_opt(&credentials.name).await?;
     if let Err(blocker) = check_secret(secret.as_ref(), namespace, credentials) {
         return Ok(Observation::blocked(blocker));
+    }
+    if let Some(client) = smig
+        .spec
+        .connection
+        .tls
+        .as_ref()
+        .and_then(|t| t.client_cert_secret_ref.as_ref())
+    {
+        let secret = secrets.get_opt(&client.name).await?;
+        if !secret
+            .as_ref()
+            .is_some_and(|s| policy::secret_opted_in(s.metadata.labels.as_ref()))
+        {
+            return Ok(Observation::blocked(not_opted_in(namespace, &client.name)));
+        }
     }
 
     let job = job::build_job(smig, &ctx.engine)?;
@@ -512,7 +639,20 @@ async fn observe_job(
     })
 }
 
-/// Whether the Secret exists and has both keys. Only key names are looked at, never values.
+fn not_opted_in(namespace: &str, secret: &str) -> Blocker {
+    Blocker {
+        reason: "SecretNotOptedIn",
+        message: format!(
+            "Secret {secret} in namespace {namespace} is not labelled {label}=true: the operator \
+             hands only opted-in Secrets to engines; label it with kubectl -n {namespace} label \
+             secret {secret} {label}=true",
+            label = policy::CREDENTIALS_LABEL
+        ),
+    }
+}
+
+/// Whether the Secret exists, has both keys and is opted in. Only key names and labels are
+/// looked at, never values.
 pub fn check_secret(
     secret: Option<&Secret>,
     namespace: &str,
@@ -544,6 +684,9 @@ pub fn check_secret(
         .filter(|&key| !has(key))
         .collect();
     if missing.is_empty() {
+        if !policy::secret_opted_in(secret.metadata.labels.as_ref()) {
+            return Err(not_opted_in(namespace, &credentials.name));
+        }
         return Ok(());
     }
     Err(Blocker {
@@ -702,6 +845,7 @@ fn next_action(status: &SchemaMigrationStatus, observation: &Observation) -> Act
     match status.phase {
         Some(phase) if phase.is_terminal() => Action::await_change(),
         _ if observation.blocker.is_some() => Action::requeue(REQUEUE_BLOCKED),
+        _ if observation.settling => Action::requeue(DELETION_SETTLE),
         Some(MigrationPhase::Queued) => Action::requeue(REQUEUE_QUEUED),
         Some(MigrationPhase::Postponed) => Action::requeue(REQUEUE_POSTPONED),
         _ => Action::requeue(REQUEUE_RUNNING),
@@ -745,12 +889,23 @@ mod tests {
 
     fn secret(keys: &[&str]) -> Secret {
         Secret {
+            metadata: opted_in(),
             data: Some(
                 keys.iter()
                     .map(|k| (k.to_string(), ByteString(b"x".to_vec())))
                     .collect::<BTreeMap<_, _>>(),
             ),
             ..Secret::default()
+        }
+    }
+
+    fn opted_in() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            labels: Some(BTreeMap::from([(
+                policy::CREDENTIALS_LABEL.to_string(),
+                "true".to_string(),
+            )])),
+            ..Default::default()
         }
     }
 
@@ -782,7 +937,19 @@ mod tests {
             ),
             Ok(())
         );
+        let mut not_labelled = secret(&["username", "password"]);
+        not_labelled.metadata.labels = None;
+        let blocker = check_secret(Some(&not_labelled), "shop", &credentials()).unwrap_err();
+        assert_eq!(blocker.reason, "SecretNotOptedIn");
+        assert!(
+            blocker
+                .message
+                .contains("kubectl -n shop label secret shop-db ghost.dev/credentials=true"),
+            "{}",
+            blocker.message
+        );
         let string_data = Secret {
+            metadata: opted_in(),
             string_data: Some(BTreeMap::from([
                 ("username".to_string(), "u".to_string()),
                 ("password".to_string(), "p".to_string()),

@@ -3,7 +3,8 @@
 //!
 //! Liveness fails once the controller has stopped for good (lost its lease, its watch ended), so
 //! the kubelet restarts the pod. Readiness turns true once this replica has taken its role: the
-//! leader when its cache is filled, a standby replica as soon as it waits for the lease.
+//! leader when its cache is filled, a standby replica as soon as it waits for the lease; it is
+//! false again while the controller's watches fail (`watch_health`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,10 +20,12 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use super::metrics::{CONTENT_TYPE, Metrics};
+use super::watch_health::WatchHealth;
 
 /// What the admin endpoints report.
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
+    pub watches: WatchHealth,
     ready: AtomicBool,
     healthy: AtomicBool,
 }
@@ -31,6 +34,7 @@ impl AdminState {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             metrics,
+            watches: WatchHealth::default(),
             ready: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
         }
@@ -92,7 +96,12 @@ async fn healthz(State(state): State<Arc<AdminState>>) -> (StatusCode, &'static 
 }
 
 async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, &'static str) {
-    if state.is_ready() && state.is_healthy() {
+    if !state.watches.is_healthy() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: watching the API server fails\n",
+        )
+    } else if state.is_ready() && state.is_healthy() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

@@ -266,7 +266,7 @@ impl Manifest {
         if !self.without_secret {
             out.push_str(&format!(
                 "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {secret}\n  namespace: {NAMESPACE}\n  \
-                 labels: {{\"{E2E_LABEL}\": \"true\"}}\ntype: Opaque\nstringData:\n  \
+                 labels: {{\"{E2E_LABEL}\": \"true\", \"ghost.dev/credentials\": \"true\"}}\ntype: Opaque\nstringData:\n  \
                  username: {user}\n  password: {password}\n---\n",
                 secret = self.secret,
                 user = json(&db.user),

@@ -122,9 +122,15 @@ pub async fn run(
 }
 
 pub async fn cluster_sh(command: &str) -> Output {
+    cluster_sh_args(&[command]).await
+}
+
+pub async fn cluster_sh_args(args: &[&str]) -> Output {
     let script = Path::new(REPO).join("e2e/k8s/cluster.sh");
     let script = script.display().to_string();
-    run(Path::new("bash"), &[script.as_str(), command], None, &[]).await
+    let mut full = vec![script.as_str()];
+    full.extend_from_slice(args);
+    run(Path::new("bash"), &full, None, &[]).await
 }
 
 impl Cluster {
