@@ -70,6 +70,10 @@ journey!(tls_with_ca_and_client_certificate_from_secrets, tls);
 journey!(an_engine_writes_only_its_own_status, own_status);
 journey!(api_server_restart_mid_migration, api_server_restart);
 journey!(spec_cannot_escalate_privileges, escalation);
+journey!(
+    an_engine_that_cannot_start_fails_and_frees_its_slot,
+    cannot_start
+);
 
 // ------------------------------------------------------------------------------ helpers
 
@@ -1494,4 +1498,70 @@ async fn escalation(cluster: &Cluster, stack: &Stack) {
     }
     drop(table);
     drop(tables);
+}
+
+/// Issue #13: an engine pod that cannot start (here: its namespace has no `ghost-engine`
+/// ServiceAccount) is explained in the status within seconds, and after the operator's start
+/// timeout (30 s in the journeys) the migration fails, its Job is deleted, and the next
+/// migration on the host starts.
+async fn cannot_start(cluster: &Cluster, stack: &Stack) {
+    const J: &str = "cannot-start";
+    const ELSEWHERE: &str = "ghost-e2e-no-sa";
+    let table = Table::create("k8s_nosa", 10).await;
+    let manifest = Manifest::new("nosa", table.database(), "ADD COLUMN x INT");
+    let rendered = manifest.render().replace(
+        &format!("namespace: {NAMESPACE}"),
+        &format!("namespace: {ELSEWHERE}"),
+    );
+    let namespace = format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ELSEWHERE}}}\n");
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&namespace))
+        .await;
+    let applied = Instant::now();
+    cluster
+        .kubectl(&["apply", "-f", "-"], Some(&rendered))
+        .await;
+    let api: kube::Api<ghost::api::SchemaMigration> =
+        kube::Api::namespaced(stack.admin.clone(), ELSEWHERE);
+    let mut explained = None;
+    let mut failed = None;
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    while Instant::now() < deadline && failed.is_none() {
+        if let Some(smig) = api.get_opt(&manifest.name).await.expect("get smig") {
+            let status = smig.status.unwrap_or_default();
+            let message = status.message.unwrap_or_default();
+            if explained.is_none() && message.contains("cannot start") {
+                explained = Some((applied.elapsed(), message.clone()));
+            }
+            if status.phase == Some(ghost::api::MigrationPhase::Failed) {
+                failed = Some((applied.elapsed(), message));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let (took, message) = failed.expect("the migration never failed");
+    if let Some((shown, why)) = &explained {
+        say(
+            J,
+            format!("the reason in .status.message after {}: {why}", fmt(*shown)),
+        );
+    }
+    say(J, format!("Failed after {}: {message}", fmt(took)));
+    assert!(message.contains("did not start within 30s"), "{message}");
+    let jobs = cluster
+        .kubectl(&["-n", ELSEWHERE, "get", "jobs", "-o", "name"], None)
+        .await;
+    assert!(jobs.trim().is_empty(), "the Job is still there: {jobs}");
+    // The migration first, while the operator runs its finalizer; then the namespace.
+    let target = manifest.target();
+    cluster
+        .kubectl(
+            &["-n", ELSEWHERE, "delete", target.as_str(), "--timeout=60s"],
+            None,
+        )
+        .await;
+    cluster
+        .kubectl(&["delete", "namespace", ELSEWHERE, "--timeout=120s"], None)
+        .await;
+    drop(table);
 }

@@ -64,6 +64,12 @@ struct OperatorArgs {
     #[arg(long)]
     allow_engine_placement: bool,
 
+    /// Seconds an engine Job may take to start (its pod running and reporting) before the
+    /// migration fails and frees its host slot: a missing ServiceAccount, an image that cannot
+    /// be pulled, a pod nobody schedules.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    engine_start_timeout: u64,
+
     /// Migrations running at once against one database server (host:port).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     max_per_host: u32,
@@ -159,6 +165,7 @@ fn build_config(
                 service_accounts: non_empty(args.allowed_engine_service_accounts),
                 placement: args.allow_engine_placement,
             },
+            start_timeout: std::time::Duration::from_secs(args.engine_start_timeout),
         },
         max_per_host: usize::try_from(args.max_per_host).unwrap_or(usize::MAX),
         leader_elect: args.leader_elect,

@@ -34,6 +34,21 @@ pub const FINALIZER: &str = "ghost.dev/cleanup";
 /// `"true"`: let the resource go without dropping ghost's tables.
 pub const SKIP_CLEANUP: &str = "ghost.dev/skip-cleanup";
 
+/// How long a deletion keeps retrying a database that does not answer.
+const CLEANUP_GIVE_UP: Duration = Duration::from_secs(600);
+
+/// How long ago the resource was deleted (zero when it is not being deleted).
+fn deleting_for(smig: &SchemaMigration) -> Duration {
+    smig.metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| {
+            let seconds = k8s_openapi::jiff::Timestamp::now().as_second() - t.0.as_second();
+            Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+        })
+        .unwrap_or_default()
+}
+
 /// Connecting and dropping three small tables takes well under this.
 const DROP_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -207,7 +222,7 @@ pub async fn cleanup(smig: &SchemaMigration, ctx: &Context) -> Result<Action, Er
     let succeeded = status.and_then(|s| s.phase) == Some(MigrationPhase::Succeeded);
     match table_plan(started, succeeded, skip, other, &table_text) {
         TablePlan::Leave { reason, warn } => {
-            info!(%namespace, %name, "deleted; {reason}");
+            info!("deleted; {reason}");
             if warn {
                 ctx.publish(
                     smig,
@@ -281,15 +296,36 @@ async fn drop_tables(
                     spec.connection.database
                 )
             };
-            info!(namespace, name = %smig.name_any(), "{note}");
+            info!("{note}");
             ctx.publish(smig, PlannedEvent::normal("CleanedUp", "DropTables", note))
                 .await;
             Ok(())
         }
+        Err(e) if deleting_for(smig) >= CLEANUP_GIVE_UP => {
+            // A server that has not answered for this long (or never existed): the deletion
+            // must end some time; the tables, if any, are named for the user.
+            let names = TableNames::new(&spec.table, None, None);
+            let message = format!(
+                "could not drop ghost's tables of {table_text} for {} minutes ({e}); giving up: \
+                 drop {}, {} and {} by hand if they exist",
+                CLEANUP_GIVE_UP.as_secs() / 60,
+                names.ghost,
+                names.changelog,
+                names.checkpoint
+            );
+            ctx.publish(
+                smig,
+                PlannedEvent::warning("CleanupAbandoned", "DropTables", message.clone()),
+            )
+            .await;
+            info!("{message}");
+            Ok(())
+        }
         Err(e) => {
             let message = format!(
-                "dropping ghost's tables of {table_text} failed: {e}; retrying. To give up, \
-                 annotate {SKIP_CLEANUP}=true"
+                "dropping ghost's tables of {table_text} failed: {e}; retrying (for up to {} \
+                 minutes after the deletion). To give up now, annotate {SKIP_CLEANUP}=true",
+                CLEANUP_GIVE_UP.as_secs() / 60
             );
             ctx.publish(
                 smig,
@@ -395,6 +431,22 @@ mod tests {
             username_key: "user".into(),
             password_key: "pw".into(),
         }
+    }
+
+    #[test]
+    fn a_deletion_knows_how_long_it_has_waited() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let mut smig: SchemaMigration = serde_yaml::from_str(
+            "apiVersion: ghost.dev/v1alpha1\nkind: SchemaMigration\nmetadata: {name: m}\n\
+             spec: {connection: {host: db, database: d, credentialsSecretRef: {name: s}}, table: t, alter: ADD COLUMN a INT}\n",
+        )
+        .expect("manifest");
+        assert_eq!(deleting_for(&smig), Duration::ZERO);
+        let eleven_minutes_ago = k8s_openapi::jiff::Timestamp::now().as_second() - 660;
+        smig.metadata.deletion_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(eleven_minutes_ago).expect("time"),
+        ));
+        assert!(deleting_for(&smig) >= CLEANUP_GIVE_UP);
     }
 
     #[test]

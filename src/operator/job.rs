@@ -52,6 +52,8 @@ pub struct EngineDefaults {
     pub service_account: String,
     /// What a spec may ask for besides these defaults.
     pub policy: super::policy::EnginePolicy,
+    /// A Job whose engine has not started (reported no progress) within this fails.
+    pub start_timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -418,6 +420,7 @@ mod tests {
             image: "ghost:test".to_string(),
             service_account: DEFAULT_SERVICE_ACCOUNT.to_string(),
             policy: Default::default(),
+            start_timeout: std::time::Duration::from_secs(300),
         }
     }
 

@@ -8,6 +8,7 @@
 //! - `finalizer`: deletion: stop the engine, then drop ghost's tables (through the engine).
 //! - `metrics`, `server`: `/metrics`, `/healthz`, `/readyz`.
 //! - `leader`: Lease-based leader election; only the leader runs the Controller.
+//! - `start_check`: why an engine Job's pod does not start.
 //! - `watch_health`: a short watch backoff, and whether the watches work (for `/readyz`).
 //!
 //! The controller speaks no SQL and never writes `.status.progress` (the engine pod's field).
@@ -20,6 +21,7 @@ pub mod policy;
 pub mod queue;
 pub mod reconcile;
 pub mod server;
+pub mod start_check;
 pub mod watch_health;
 
 #[cfg(test)]

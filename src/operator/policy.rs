@@ -102,6 +102,7 @@ mod tests {
             image: "ghcr.io/ghost/ghost:0.1.0".into(),
             service_account: "ghost-engine".into(),
             policy: Default::default(),
+            start_timeout: std::time::Duration::from_secs(300),
         }
     }
 

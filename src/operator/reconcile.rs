@@ -23,7 +23,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalized, finalizer as with_finalizer};
@@ -37,6 +37,7 @@ use super::job::{self, EngineDefaults, JobError};
 use super::metrics::Metrics;
 use super::policy;
 use super::queue::{self, Decision, Entry, Slot};
+use super::start_check;
 use crate::api::controls::InvalidControl;
 use crate::api::status::{CONTROLS_VALID, READY, SUCCEEDED};
 use crate::api::types::{CredentialsSecretRef, ValueSource};
@@ -50,6 +51,8 @@ pub const FIELD_MANAGER: &str = "ghost-operator";
 /// The `reportingController` of its Events.
 pub const REPORTER: &str = "ghost-operator";
 
+/// How long a new Job's pod gets to start before the operator looks for a reason it does not.
+const START_GRACE: Duration = Duration::from_secs(5);
 /// Poll cadence while the engine runs; Job changes and the engine's status writes trigger a
 /// reconcile anyway, this is the safety net.
 const REQUEUE_RUNNING: Duration = Duration::from_secs(15);
@@ -106,6 +109,21 @@ impl Error {
         }
     }
 
+    /// The resource (or the finalizer's patch target) was deleted meanwhile: nothing failed.
+    pub fn is_gone(&self) -> bool {
+        use kube::runtime::finalizer::Error as F;
+        let not_found = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.is_not_found());
+        match self {
+            Error::Kube(e) => not_found(e),
+            Error::Finalizer(inner) => match inner.as_ref() {
+                F::AddFinalizer(e) | F::RemoveFinalizer(e) => not_found(e),
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.is_gone(),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// What the deletion is waiting for, when that is all this error says.
     pub fn cleanup_pending(&self) -> Option<&str> {
         match self {
@@ -119,10 +137,16 @@ impl Error {
     }
 }
 
+/// A migration's uid and an Event reason.
+type EventKey = (String, &'static str);
+
 /// Everything a reconcile needs besides the resource.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    reporter: Reporter,
+    /// One Recorder per (migration, reason, note): kube's Recorder merges repeats of a reason
+    /// into a series that keeps the first note, so a changed note gets a new Event instead.
+    recorders: Mutex<std::collections::HashMap<EventKey, (String, Recorder)>>,
     /// The controller's cache of every SchemaMigration it watches, for the queue.
     pub store: Store<SchemaMigration>,
     pub metrics: Arc<Metrics>,
@@ -152,16 +176,14 @@ impl Context {
         max_per_host: usize,
         cleaner: Arc<dyn TableCleaner>,
     ) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: REPORTER.to_string(),
-                instance: Some(identity.to_string()),
-            },
-        );
+        let reporter = Reporter {
+            controller: REPORTER.to_string(),
+            instance: Some(identity.to_string()),
+        };
         Self {
             client,
-            recorder,
+            reporter,
+            recorders: Mutex::new(std::collections::HashMap::new()),
             store,
             metrics,
             engine,
@@ -253,6 +275,10 @@ impl Context {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(uid);
+        self.recorders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|(u, _), _| u != uid);
     }
 
     /// Every known migration as the queue sees it, with `fresh` (the object being reconciled)
@@ -276,15 +302,31 @@ impl Context {
 
     /// Publishes an Event about `smig`. Events are best effort: a failure is logged, never
     /// fails the reconcile.
-    pub(crate) async fn publish(&self, smig: &SchemaMigration, event: PlannedEvent) {
+    pub(crate) async fn publish(&self, smig: &SchemaMigration, planned: PlannedEvent) {
+        let note = truncate(&planned.note, MAX_NOTE_BYTES);
+        let recorder = {
+            let mut recorders = self
+                .recorders
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let key = (smig.uid().unwrap_or_default(), planned.reason);
+            match recorders.get(&key) {
+                Some((last, recorder)) if *last == note => recorder.clone(),
+                _ => {
+                    let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+                    recorders.insert(key, (note.clone(), recorder.clone()));
+                    recorder
+                }
+            }
+        };
         let event = Event {
-            type_: event.type_,
-            reason: event.reason.to_string(),
-            note: Some(truncate(&event.note, MAX_NOTE_BYTES)),
-            action: event.action.to_string(),
+            type_: planned.type_,
+            reason: planned.reason.to_string(),
+            note: Some(note),
+            action: planned.action.to_string(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &smig.object_ref(&())).await {
+        if let Err(e) = recorder.publish(&event, &smig.object_ref(&())).await {
             warn!(reason = %event.reason, "cannot publish an Event: {e}");
         }
     }
@@ -339,6 +381,10 @@ struct Observation {
     cancelled_before_start: bool,
     /// Held back only because SchemaMigrations are being deleted (`DELETION_SETTLE`).
     settling: bool,
+    /// Why the engine's pod does not start (`start_check`).
+    start_problem: Option<String>,
+    /// The Job's engine has not reported yet: look again soon.
+    starting: bool,
 }
 
 impl Observation {
@@ -350,6 +396,8 @@ impl Observation {
             created: false,
             cancelled_before_start: false,
             settling: false,
+            start_problem: None,
+            starting: false,
         }
     }
 
@@ -367,7 +415,9 @@ pub async fn reconcile(smig: Arc<SchemaMigration>, ctx: Arc<Context>) -> Result<
     let namespace = smig
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
-    let span = tracing::info_span!("reconcile", namespace = %namespace, name = %smig.name_any());
+    // `migration`, not `name`: a JSON log already has the span's own `name` ("reconcile").
+    let span =
+        tracing::info_span!("reconcile", namespace = %namespace, migration = %smig.name_any());
     let api: Api<SchemaMigration> = Api::namespaced(ctx.client.clone(), &namespace);
     if smig.metadata.deletion_timestamp.is_some() {
         ctx.note_deletion();
@@ -438,11 +488,15 @@ pub fn error_policy(smig: Arc<SchemaMigration>, error: &Error, ctx: Arc<Context>
     let namespace = smig.namespace().unwrap_or_default();
     let name = smig.name_any();
     if let Some(what) = error.cleanup_pending() {
-        debug!(%namespace, %name, "deletion waits: {what}");
+        debug!(%namespace, migration = %name, "deletion waits: {what}");
         return Action::requeue(REQUEUE_CLEANUP_WAIT);
     }
+    if error.is_gone() {
+        debug!(%namespace, migration = %name, "gone during its reconcile: {error}");
+        return Action::await_change();
+    }
     ctx.metrics.reconcile_failed(error.metric_label());
-    warn!(%namespace, %name, "reconcile failed: {error}");
+    warn!(%namespace, migration = %name, "reconcile failed: {error}");
     Action::requeue(REQUEUE_ERROR)
 }
 
@@ -498,12 +552,25 @@ async fn apply(smig: &SchemaMigration, ctx: &Context) -> Result<Action, Error> {
     if let Some(blocker) = &observation.blocker {
         apply_blocker(&mut status, blocker);
     }
+    if let Some(problem) = &observation.start_problem {
+        status.message = Some(format!("the engine cannot start: {problem}"));
+    }
 
     if status_changed(previous, &status) {
         write_status(&ctx.client, &namespace, &name, &status).await?;
     }
     for event in planned_events(previous, &status, &observation, &invalid) {
         ctx.publish(smig, event).await;
+    }
+    if let Some(problem) = &observation.start_problem {
+        if previous.and_then(|s| s.message.as_deref()) != status.message.as_deref() {
+            let note = format!("the engine cannot start: {problem}");
+            ctx.publish(
+                smig,
+                PlannedEvent::warning("EngineNotStarting", "StartEngine", note),
+            )
+            .await;
+        }
     }
     ctx.metrics.observe(&namespace, &name, &status, progress);
     Ok(next_action(&status, &observation))
@@ -564,7 +631,12 @@ async fn observe_job(
         }
         // Also after a restart of the operator: this Job counts as started from now on.
         ctx.mark_started(uid);
-        return Ok(Observation::with(job::job_state(&existing), Some(job_name)));
+        let state = job::job_state(&existing);
+        let engine_silent = smig.status.as_ref().is_none_or(|s| s.progress.is_none());
+        if state == JobState::Running && engine_silent {
+            return not_started(ctx, namespace, name, &jobs, &existing, job_name).await;
+        }
+        return Ok(Observation::with(state, Some(job_name)));
     }
 
     // The Job this controller created is gone after the engine reported its outcome: that
@@ -649,6 +721,56 @@ fn not_opted_in(namespace: &str, secret: &str) -> Blocker {
             label = policy::CREDENTIALS_LABEL
         ),
     }
+}
+
+/// A Job whose engine has reported nothing yet: why its pod does not start, and past the start
+/// timeout, the end of the migration (the Job deleted, so that no pod starts it later).
+async fn not_started(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    jobs: &Api<Job>,
+    existing: &Job,
+    job_name: String,
+) -> Result<Observation, Error> {
+    let age = existing
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| Timestamp::now().as_second() - t.0.as_second())
+        .and_then(|s| u64::try_from(s).ok())
+        .map_or(Duration::ZERO, Duration::from_secs);
+    // A pod takes a few seconds to start: look only after that.
+    if age < START_GRACE {
+        return Ok(Observation {
+            starting: true,
+            ..Observation::with(JobState::Running, Some(job_name))
+        });
+    }
+    let problem = start_check::diagnose(&ctx.client, namespace, name, &job_name).await?;
+    if age >= ctx.engine.start_timeout {
+        let why = problem.unwrap_or_else(|| "no engine pod has reported".to_string());
+        let message = format!(
+            "the engine did not start within {}s ({why}); its Job is deleted. Fix the cause and \
+             apply the SchemaMigration again under a new name",
+            ctx.engine.start_timeout.as_secs()
+        );
+        match jobs.delete(&job_name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        warn!(job = %job_name, "{message}");
+        return Ok(Observation::with(
+            JobState::Failed { message },
+            Some(job_name),
+        ));
+    }
+    Ok(Observation {
+        start_problem: problem,
+        starting: true,
+        ..Observation::with(JobState::Running, Some(job_name))
+    })
 }
 
 /// Whether the Secret exists, has both keys and is opted in. Only key names and labels are
@@ -846,6 +968,7 @@ fn next_action(status: &SchemaMigrationStatus, observation: &Observation) -> Act
         Some(phase) if phase.is_terminal() => Action::await_change(),
         _ if observation.blocker.is_some() => Action::requeue(REQUEUE_BLOCKED),
         _ if observation.settling => Action::requeue(DELETION_SETTLE),
+        _ if observation.starting => Action::requeue(START_GRACE),
         Some(MigrationPhase::Queued) => Action::requeue(REQUEUE_QUEUED),
         Some(MigrationPhase::Postponed) => Action::requeue(REQUEUE_POSTPONED),
         _ => Action::requeue(REQUEUE_RUNNING),

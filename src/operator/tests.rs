@@ -82,7 +82,11 @@ fn serve(mut handle: ApiHandle, steps: Vec<Step>) -> tokio::task::JoinHandle<()>
             };
             let what = format!("step {i}: {} {}", request.method(), request.uri());
             assert_eq!(request.method(), &step.method, "{what}");
-            assert_eq!(request.uri().path(), step.path, "{what}");
+            // A trailing `*`: any path with that prefix (names the client generates).
+            match step.path.strip_suffix('*') {
+                Some(prefix) => assert!(request.uri().path().starts_with(prefix), "{what}"),
+                None => assert_eq!(request.uri().path(), step.path, "{what}"),
+            }
             let query = request.uri().query().unwrap_or_default().to_string();
             for part in &step.query {
                 assert!(query.contains(part), "{what}: the query lacks {part}");
@@ -175,6 +179,7 @@ fn defaults() -> EngineDefaults {
         image: "ghost:test".to_string(),
         service_account: "ghost-engine".to_string(),
         policy: Default::default(),
+        start_timeout: std::time::Duration::from_secs(300),
     }
 }
 
@@ -769,4 +774,95 @@ async fn a_succeeded_migration_lets_go_of_its_finalizer() {
     ];
     let (result, _) = run(harness(vec![]), smig, steps).await;
     result.expect("reconciled");
+}
+
+/// A repeated reason with a new note is a new Event (kube's series would keep the first
+/// note: "ControlsChanged (x3): throttle=false" while throttle was true); the same note again
+/// counts up the series.
+#[tokio::test]
+async fn a_changed_note_is_a_new_event() {
+    use super::reconcile::PlannedEvent;
+    let h = harness(vec![]);
+    let smig = finalized();
+    let note = |n: &'static str| {
+        expect(Method::POST, EVENTS, 201, move |body| {
+            assert_eq!(body["note"], n, "{body}");
+            let mut created = body.clone();
+            created["metadata"]["name"] = json!(format!("add-age.{n}"));
+            created
+        })
+    };
+    let steps = vec![
+        note("throttle=true"),
+        note("throttle=false"),
+        expect(Method::PATCH, &format!("{EVENTS}/add-age.*"), 200, |body| {
+            assert_eq!(body["series"]["count"], 2, "{body}");
+            body.clone()
+        }),
+    ];
+    let server = serve(h.handle, steps);
+    for text in ["throttle=true", "throttle=false", "throttle=false"] {
+        h.ctx
+            .publish(
+                &smig,
+                PlannedEvent::normal("ControlsChanged", "UpdateControls", text),
+            )
+            .await;
+    }
+    tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .expect("the scenario finished")
+        .expect("the scenario passed");
+}
+
+/// A Job whose pod cannot be made (its ServiceAccount is missing) and whose engine never
+/// reported: past the start timeout the Job is deleted and the migration fails with the reason,
+/// freeing its host slot.
+#[tokio::test]
+async fn an_engine_that_never_starts_fails_the_migration_after_the_timeout() {
+    let mut smig = finalized();
+    smig.status = Some(status(json!({
+        "observedGeneration": 1,
+        "phase": "Pending",
+        "job": "ghost-add-age",
+    })));
+    let mut stuck = job(&smig, json!([]), false);
+    stuck["metadata"]["creationTimestamp"] = json!("2026-01-02T03:05:00Z");
+    let answer = smig.clone();
+    let steps = vec![
+        expect(Method::GET, JOB, 200, move |_| stuck),
+        expect(Method::GET, PODS, 200, |_| {
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []})
+        })
+        .query("labelSelector"),
+        expect(Method::GET, "/api/v1/namespaces/shop/events", 200, |_| {
+            json!({"apiVersion": "v1", "kind": "EventList", "metadata": {}, "items": [{
+                "metadata": {"name": "ghost-add-age.1"},
+                "involvedObject": {"kind": "Job", "name": "ghost-add-age"},
+                "reason": "FailedCreate",
+                "message": "Error creating: pods \"ghost-add-age-\" is forbidden: error looking up service account shop/ghost-engine: serviceaccount \"ghost-engine\" not found"
+            }]})
+        })
+        .query("fieldSelector"),
+        expect(Method::DELETE, JOB, 200, |_| json!({"kind": "Status", "status": "Success"})),
+        expect(
+            Method::PATCH,
+            &format!("{MIGRATIONS}/add-age/status"),
+            200,
+            move |body| {
+                let status = &body["status"];
+                assert_eq!(status["phase"], "Failed", "{status}");
+                let message = status["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.contains("did not start within 300s")
+                        && message.contains("serviceaccount \"ghost-engine\" not found"),
+                    "{message}"
+                );
+                with_status(&answer, body)
+            },
+        ),
+        event("Failed", "Warning"),
+    ];
+    let (result, _) = run(harness(vec![]), smig, steps).await;
+    assert_eq!(result.expect("reconciled"), Action::await_change());
 }

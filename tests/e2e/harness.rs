@@ -354,6 +354,9 @@ impl Stack {
                 "ghost-engine",
                 "--max-per-host",
                 "1",
+                // The stuck-pod journey waits this long for the operator to give up.
+                "--engine-start-timeout",
+                "30",
             ])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
