@@ -1,6 +1,7 @@
 //! The Kubernetes face of ghost: the `SchemaMigration` resource and pure helpers around it.
 //!
 //! - `types`: spec and status, the CRD's attributes (printer columns, CEL rules, defaults).
+//! - `engine_files`: where the engine pod finds the Secrets the operator mounts.
 //! - `crd`: the CRD as YAML, and the golden-file test for `crds/`.
 //! - `controls`: spec fields and `ghost/*` annotations → the engine's `Controls`.
 //! - `status`: engine progress + Job state → phase, message and conditions.
@@ -10,6 +11,7 @@
 
 pub mod controls;
 pub mod crd;
+pub mod engine_files;
 pub mod status;
 pub mod types;
 

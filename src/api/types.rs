@@ -275,18 +275,6 @@ pub struct SecretRef {
     pub name: String,
 }
 
-/// Where the engine pod finds the TLS files the operator mounts (read-only), and the engine
-/// reads them: one definition for both sides.
-pub mod tls_files {
-    /// The CA bundle (`spec.connection.tls.caSecretRef`).
-    pub const CA: &str = "/var/run/ghost/tls/ca/ca.pem";
-    pub const CA_DIR: &str = "/var/run/ghost/tls/ca";
-    /// The client certificate and key (`spec.connection.tls.clientCertSecretRef`).
-    pub const CLIENT_CERT: &str = "/var/run/ghost/tls/client/tls.crt";
-    pub const CLIENT_KEY: &str = "/var/run/ghost/tls/client/tls.key";
-    pub const CLIENT_DIR: &str = "/var/run/ghost/tls/client";
-}
-
 // Variants carry no doc comments on purpose: schemars would render documented variants as a
 // `oneOf`, and the CRD should show a plain string enum.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -731,6 +719,11 @@ pub struct ProgressStatus {
     /// The checksum gate (spec.verify.checksum), once it has run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum: Option<ChecksumStatus>,
+
+    /// The original table, kept under this name after the swap (cutOver.oldTable: keep): name
+    /// it in spec.revert.oldTable to revert, or drop it when no longer needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_old_table: Option<String>,
 }
 
 impl ProgressStatus {
@@ -772,6 +765,7 @@ impl ProgressStatus {
                 .last_checkpoint_unix
                 .and_then(|secs| k8s_openapi::jiff::Timestamp::from_second(secs).ok())
                 .map(Time),
+            kept_old_table: progress.kept_old_table.clone(),
         }
     }
 }

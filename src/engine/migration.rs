@@ -525,6 +525,9 @@ impl Run {
                     if let Some(outcome) =
                         finished_earlier(&mut ddl_conn, &cfg, &names, &run_fingerprint).await?
                     {
+                        // Its cut-over checkpoint exists because it kept the old table.
+                        let kept = names.old.clone();
+                        progress.send_modify(|p| p.kept_old_table = Some(kept));
                         return Ok(Prepared::Finished(outcome));
                     }
                     // A run killed before its first checkpoint: nothing to continue from.
@@ -1529,6 +1532,8 @@ impl Run {
                 }
             } else {
                 info!("the old table is kept as {old}; drop it with: DROP TABLE IF EXISTS {old}");
+                let kept = self.names.old.clone();
+                self.progress.send_modify(|p| p.kept_old_table = Some(kept));
             }
         }
         crash_point::reached("finish:changelog-left");

@@ -77,6 +77,8 @@ pub struct Progress {
     /// The TLS version and cipher of the engine's sessions (`TLSv1.3 TLS_AES_256_GCM_SHA384`);
     /// None in clear text.
     pub tls: Option<String>,
+    /// The old table, kept after the swap (not `--ok-to-drop-table`): what a revert names.
+    pub kept_old_table: Option<String>,
     pub message: String,
 }
 

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::api::engine_files::tls_files;
 use crate::api::types::{
-    HookEvent, OldTable, SchemaMigration, SchemaMigrationSpec, SecretKeyRef, TlsMode, TlsSpec,
-    tls_files,
+    HookEvent, OldTable, SchemaMigration, SchemaMigrationSpec, TlsMode, TlsSpec,
 };
 use crate::engine::alter::{AlterStatement, parse_alter};
 use crate::engine::config::MigrationConfig;
@@ -201,22 +201,6 @@ pub fn migration_config(
     Ok(cfg)
 }
 
-/// The Secret keys the webhooks are signed with, deduplicated, for the caller to read.
-pub fn webhook_secret_refs(spec: &SchemaMigrationSpec) -> Vec<&SecretKeyRef> {
-    let mut refs: Vec<&SecretKeyRef> = Vec::new();
-    let wanted = spec
-        .hooks
-        .iter()
-        .flat_map(|h| &h.webhooks)
-        .filter_map(|w| w.secret_ref.as_ref());
-    for r in wanted {
-        if !refs.contains(&r) {
-            refs.push(r);
-        }
-    }
-    refs
-}
-
 /// Sets each webhook's signing key from `values`. A webhook that asks to be signed is never
 /// sent unsigned: a missing or empty key is an error.
 pub fn attach_webhook_secrets(
@@ -277,7 +261,7 @@ fn hook_point(event: HookEvent) -> HookPoint {
 }
 
 /// `spec.connection.tls` as the engine's TLS settings; the files are where the operator mounts
-/// the Secrets (`api::types::tls_files`).
+/// the Secrets (`api::engine_files::tls_files`).
 fn tls_config(tls: Option<&TlsSpec>) -> Option<TlsConfig> {
     let tls = tls?;
     let verify = match tls.mode {
@@ -632,10 +616,11 @@ spec:
             let mut s = smig(FULL);
             if let Some(tls) = s.spec.connection.tls.as_mut() {
                 tls.mode = mode;
-                tls.ca_secret_ref = (mode != TlsMode::Disabled).then(|| SecretKeyRef {
-                    name: "db-ca".into(),
-                    key: "ca.crt".into(),
-                });
+                tls.ca_secret_ref =
+                    (mode != TlsMode::Disabled).then(|| crate::api::types::SecretKeyRef {
+                        name: "db-ca".into(),
+                        key: "ca.crt".into(),
+                    });
                 tls.client_cert_secret_ref =
                     (mode != TlsMode::Disabled).then(|| crate::api::types::SecretRef {
                         name: "client".into(),
@@ -734,7 +719,7 @@ spec:
     #[test]
     fn webhook_secrets_are_attached_by_reference() {
         let s = smig(FULL);
-        let refs = webhook_secret_refs(&s.spec);
+        let refs = crate::api::engine_files::webhook_key_refs(&s.spec);
         assert_eq!(refs.len(), 1);
         assert_eq!(
             (refs[0].name.as_str(), refs[0].key.as_str()),

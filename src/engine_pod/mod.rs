@@ -2,7 +2,7 @@
 //! "Who runs what").
 //!
 //! 1. Read the resource; map its spec to a `MigrationConfig` (`config`), with the database
-//!    credentials from the environment and webhook keys from Secrets (`secrets`).
+//!    credentials from the environment and webhook keys from the mounted Secret files (`secrets`).
 //! 2. Resume when the previous pod left a checkpoint (`resume`).
 //! 3. Watch the resource: spec and annotations → the engine's controls (`controls`).
 //! 4. Mirror the engine's progress into `.status.progress` (`status`).
@@ -25,6 +25,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{oneshot, watch};
 use tracing::{error, info, warn};
 
+use crate::api::engine_files::WEBHOOK_KEYS_DIR;
 use crate::api::types::{MigrationPhase, ProgressStatus, SchemaMigration};
 use crate::engine::EngineError;
 use crate::engine::config::MigrationConfig;
@@ -121,7 +122,7 @@ pub async fn run(
         return exit;
     }
 
-    let cfg = match prepare(&client, target, &smig, credentials).await {
+    let cfg = match prepare(target, &smig, credentials).await {
         Ok(cfg) => cfg,
         Err(refusal) => {
             error!("{}", refusal.message);
@@ -196,7 +197,6 @@ pub async fn run(
 /// Everything that can refuse the run before the engine starts, in the order a user would fix
 /// it: credentials, the spec, the webhook keys, then the database (resume check).
 async fn prepare(
-    client: &Client,
     target: &Target,
     smig: &SchemaMigration,
     credentials: Result<(String, Secret), ConfigError>,
@@ -208,9 +208,7 @@ async fn prepare(
         .unwrap_or_else(|| format!("{}/{}", target.namespace, target.name));
     let server_id = replica_server_id(&uid);
     let mut cfg = migration_config(smig, credentials, server_id).map_err(Refusal::config)?;
-    let keys = secrets::read_webhook_secrets(client.clone(), &target.namespace, &smig.spec)
-        .await
-        .map_err(Refusal::config)?;
+    let keys = secrets::read_webhook_keys(WEBHOOK_KEYS_DIR, &smig.spec).map_err(Refusal::config)?;
     config::attach_webhook_secrets(&mut cfg, &smig.spec, &keys).map_err(Refusal::config)?;
 
     // Resume state lives on the server the migration writes to.

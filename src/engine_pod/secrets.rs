@@ -1,103 +1,92 @@
-//! Webhook signing keys, read from Secrets in the resource's namespace through the API. Values
-//! go straight into `Secret` (redacted in Debug output) and are never logged; errors name the
-//! Secret and key, never the value.
+//! Webhook signing keys, read from the files the kubelet writes from the Secrets the operator
+//! mounts (`api::engine_files`); the engine's ServiceAccount reads no Secret through the API.
+//! Values go straight into `Secret` (redacted in Debug output) and are never logged; errors
+//! name the Secret and key, never the value.
 
-use std::collections::BTreeMap;
+use std::path::Path;
 
-use k8s_openapi::api::core::v1::Secret as KubeSecret;
-use kube::Client;
-use kube::api::Api;
-
-use super::config::{ConfigError, SecretValues, webhook_secret_refs};
+use super::config::{ConfigError, SecretValues};
+use crate::api::engine_files::{webhook_key_refs, webhook_secret_dir};
 use crate::api::types::SchemaMigrationSpec;
 use crate::engine::conn::Secret;
 
-/// Reads every key the webhooks of `spec` are signed with.
-pub async fn read_webhook_secrets(
-    client: Client,
-    namespace: &str,
+/// Reads every key the webhooks of `spec` are signed with, from `root` (`WEBHOOK_KEYS_DIR` in a
+/// pod).
+pub fn read_webhook_keys(
+    root: &str,
     spec: &SchemaMigrationSpec,
 ) -> Result<SecretValues, ConfigError> {
-    let refs = webhook_secret_refs(spec);
     let mut values = SecretValues::new();
-    if refs.is_empty() {
-        return Ok(values);
-    }
-    let api: Api<KubeSecret> = Api::namespaced(client, namespace);
-    let mut objects: BTreeMap<String, Option<KubeSecret>> = BTreeMap::new();
-    for r in refs {
-        if !objects.contains_key(&r.name) {
-            let object = api.get_opt(&r.name).await.map_err(|e| {
-                ConfigError::WebhookSecret(format!("cannot read Secret {:?}: {e}", r.name))
-            })?;
-            objects.insert(r.name.clone(), object);
-        }
-        let object = objects
-            .get(&r.name)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| {
-                ConfigError::WebhookSecret(format!(
-                    "Secret {:?} not found in namespace {namespace:?}",
-                    r.name
-                ))
-            })?;
-        let value = secret_value(object, &r.key).map_err(|problem| {
-            ConfigError::WebhookSecret(format!("Secret {:?}: {problem}", r.name))
+    for r in webhook_key_refs(spec) {
+        let path = Path::new(&webhook_secret_dir(root, &r.name)).join(&r.key);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            ConfigError::WebhookSecret(format!(
+                "cannot read key {:?} of Secret {:?} at {} ({e}): the engine Job mounts it; was \
+                 the Job built by this version of the operator?",
+                r.key,
+                r.name,
+                path.display()
+            ))
         })?;
-        values.insert((r.name.clone(), r.key.clone()), value);
+        let text = String::from_utf8(bytes).map_err(|_| {
+            ConfigError::WebhookSecret(format!(
+                "key {:?} of Secret {:?} is not UTF-8 text",
+                r.key, r.name
+            ))
+        })?;
+        values.insert((r.name.clone(), r.key.clone()), Secret::new(text));
     }
     Ok(values)
 }
 
-/// One key of a Secret object, as text.
-pub fn secret_value(object: &KubeSecret, key: &str) -> Result<Secret, String> {
-    let bytes = object
-        .data
-        .as_ref()
-        .and_then(|data| data.get(key))
-        .map(|b| b.0.clone())
-        // stringData is write-only on the server, but an object built by hand may carry it.
-        .or_else(|| {
-            object
-                .string_data
-                .as_ref()
-                .and_then(|data| data.get(key))
-                .map(|s| s.clone().into_bytes())
-        })
-        .ok_or_else(|| format!("has no key {key:?}"))?;
-    String::from_utf8(bytes)
-        .map(Secret::new)
-        .map_err(|_| format!("key {key:?} is not UTF-8 text"))
-}
-
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::ByteString;
-
     use super::*;
+    use crate::api::SchemaMigration;
+
+    fn spec() -> SchemaMigrationSpec {
+        let smig: SchemaMigration = serde_yaml::from_str(
+            r#"
+apiVersion: ghost.dev/v1alpha1
+kind: SchemaMigration
+metadata: {name: m, namespace: ns}
+spec:
+  connection: {host: db, database: shop, credentialsSecretRef: {name: shop-db}}
+  table: orders
+  alter: ADD COLUMN note TEXT
+  hooks:
+    webhooks:
+      - {url: "https://a.example/h", secretRef: {name: hook-keys, key: a}}
+      - {url: "https://b.example/h"}
+"#,
+        )
+        .expect("a SchemaMigration");
+        smig.spec
+    }
 
     #[test]
-    fn reads_data_and_string_data() {
-        let object = KubeSecret {
-            data: Some(BTreeMap::from([(
-                "a".to_string(),
-                ByteString(b"k3y".to_vec()),
-            )])),
-            string_data: Some(BTreeMap::from([("b".to_string(), "other".to_string())])),
-            ..KubeSecret::default()
-        };
-        assert_eq!(secret_value(&object, "a").unwrap().expose(), "k3y");
-        assert_eq!(secret_value(&object, "b").unwrap().expose(), "other");
-        assert!(secret_value(&object, "c").unwrap_err().contains("\"c\""));
+    fn reads_mounted_keys_and_names_what_is_missing_or_not_text() {
+        let root = std::env::temp_dir().join(format!("ghost-webhook-keys-{}", std::process::id()));
+        let root_text = root.to_string_lossy().to_string();
+        let dir = root.join("hook-keys");
+        std::fs::create_dir_all(&dir).expect("mkdir");
 
-        let binary = KubeSecret {
-            data: Some(BTreeMap::from([(
-                "a".to_string(),
-                ByteString(vec![0xff, 0xfe]),
-            )])),
-            ..KubeSecret::default()
-        };
-        let err = secret_value(&binary, "a").unwrap_err();
+        let err = read_webhook_keys(&root_text, &spec())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"a\"") && err.contains("hook-keys"), "{err}");
+
+        std::fs::write(dir.join("a"), b"k3y").expect("write key");
+        let values = read_webhook_keys(&root_text, &spec()).expect("keys");
+        assert_eq!(values.len(), 1);
+        assert_eq!(values[&("hook-keys".into(), "a".into())].expose(), "k3y");
+
+        std::fs::write(dir.join("a"), [0xff, 0xfe]).expect("write key");
+        let err = read_webhook_keys(&root_text, &spec())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("UTF-8"), "{err}");
+        assert!(!err.contains('\u{fffd}'), "{err}");
+        std::fs::remove_dir_all(&root).expect("clean up");
     }
 }

@@ -16,8 +16,9 @@ use futures_util::future::BoxFuture;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use serde_json::json;
 use tracing::info;
 
 use super::job;
@@ -36,6 +37,80 @@ pub const SKIP_CLEANUP: &str = "ghost.dev/skip-cleanup";
 
 /// How long a deletion keeps retrying a database that does not answer.
 const CLEANUP_GIVE_UP: Duration = Duration::from_secs(600);
+
+/// Whether the migration carries ghost's finalizer (it got as far as its Job).
+pub fn has_finalizer(smig: &SchemaMigration) -> bool {
+    smig.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+/// Adds the finalizer, right before the migration's Job is created: a queued or blocked
+/// migration has nothing to clean up, so it carries none and a mass delete of a long queue
+/// costs the API server what it costs without an operator. The JSON patch tests the list it
+/// read, so a finalizer someone else added meanwhile is not lost (the patch fails; the next
+/// reconcile tries again).
+pub async fn add_finalizer(
+    api: &Api<SchemaMigration>,
+    smig: &SchemaMigration,
+) -> Result<(), Error> {
+    let current = smig.finalizers();
+    let operations = if current.is_empty() {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+        ])
+    } else {
+        json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": current},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER},
+        ])
+    };
+    json_patch_of(api, smig, operations).await
+}
+
+/// Removes the finalizer once the cleanup is done; the test makes sure the index still holds
+/// ours.
+pub async fn remove_finalizer(
+    api: &Api<SchemaMigration>,
+    smig: &SchemaMigration,
+) -> Result<(), Error> {
+    let Some(index) = smig.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    let path = format!("/metadata/finalizers/{index}");
+    let operations = json!([
+        {"op": "test", "path": path, "value": FINALIZER},
+        {"op": "remove", "path": path},
+    ]);
+    match json_patch_of(api, smig, operations).await {
+        Err(Error::Kube(kube::Error::Api(s))) if s.is_not_found() => Ok(()),
+        other => other,
+    }
+}
+
+async fn json_patch_of(
+    api: &Api<SchemaMigration>,
+    smig: &SchemaMigration,
+    operations: serde_json::Value,
+) -> Result<(), Error> {
+    let patch: json_patch::Patch = serde_json::from_value(operations)
+        .map_err(|e| Error::Cleanup(format!("building the finalizer patch: {e}")))?;
+    api.patch(
+        &smig.name_any(),
+        &PatchParams::default(),
+        &Patch::<()>::Json(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Lets the controller's per-migration state go (a deleted migration).
+pub fn forget(smig: &SchemaMigration, ctx: &Context) {
+    if let Some(uid) = smig.uid() {
+        ctx.forget(&uid);
+    }
+    ctx.metrics
+        .forget(&smig.namespace().unwrap_or_default(), &smig.name_any());
+}
 
 /// How long ago the resource was deleted (zero when it is not being deleted).
 fn deleting_for(smig: &SchemaMigration) -> Duration {
@@ -188,8 +263,14 @@ pub async fn cleanup(smig: &SchemaMigration, ctx: &Context) -> Result<Action, Er
     }
 
     // 2. Wait until no engine pod runs: dropping the tables under a live engine would fail
-    //    its writes, and it could recreate them.
-    if !engine_done {
+    //    its writes, and it could recreate them. Only the Job makes engine pods: with no Job
+    //    and no sign of a start there is none to wait for (a mass delete of queued migrations
+    //    then costs one read each, not two).
+    let started = had_job
+        || ctx.started_here(&uid)
+        || status
+            .is_some_and(|s| s.job.is_some() || s.start_time.is_some() || s.progress.is_some());
+    if !engine_done && started {
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
         let listed = pods
             .list(&ListParams::default().labels(&job::migration_selector(&name)))
@@ -209,9 +290,6 @@ pub async fn cleanup(smig: &SchemaMigration, ctx: &Context) -> Result<Action, Er
     }
 
     // 3. The tables.
-    let started = had_job
-        || status
-            .is_some_and(|s| s.job.is_some() || s.start_time.is_some() || s.progress.is_some());
     let skip = smig
         .annotations()
         .get(SKIP_CLEANUP)
@@ -234,8 +312,7 @@ pub async fn cleanup(smig: &SchemaMigration, ctx: &Context) -> Result<Action, Er
         TablePlan::Drop => drop_tables(smig, ctx, &namespace, &table_text).await?,
     }
 
-    ctx.forget(&uid);
-    ctx.metrics.forget(&namespace, &name);
+    forget(smig, ctx);
     Ok(Action::await_change())
 }
 

@@ -20,7 +20,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use crate::api::types::{TlsMode, TlsSpec, tls_files};
+use crate::api::engine_files::{
+    WEBHOOK_KEYS_DIR, tls_files, webhook_key_secrets, webhook_secret_dir,
+};
+use crate::api::types::{SchemaMigrationSpec, TlsMode, TlsSpec};
 use crate::api::{JobState, SchemaMigration};
 
 /// Job names start with this.
@@ -115,7 +118,7 @@ fn short_hash(name: &str) -> String {
 }
 
 /// The TLS Secrets of `spec.connection.tls`, as read-only volumes mounted where the engine
-/// reads them (`api::types::tls_files`): files, never env or args. The kubelet reads the
+/// reads them (`api::engine_files::tls_files`): files, never env or args. The kubelet reads the
 /// Secrets, so the engine's ServiceAccount needs no access to them.
 fn tls_secret_volumes(tls: Option<&TlsSpec>) -> (Vec<Volume>, Vec<VolumeMount>) {
     let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
@@ -172,6 +175,45 @@ fn tls_secret_volumes(tls: Option<&TlsSpec>) -> (Vec<Volume>, Vec<VolumeMount>) 
     (volumes, mounts)
 }
 
+/// The webhook signing-key Secrets (`spec.hooks.webhooks[].secretRef`), one read-only volume
+/// each with only the keys the webhooks name, where the engine reads them
+/// (`api::engine_files::WEBHOOK_KEYS_DIR`).
+fn webhook_key_volumes(spec: &SchemaMigrationSpec) -> (Vec<Volume>, Vec<VolumeMount>) {
+    webhook_key_secrets(spec)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (secret, keys))| {
+            // Secret names may be longer than a volume name may be: number them.
+            let name = format!("webhook-keys-{i}");
+            let volume = Volume {
+                name: name.clone(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.to_string()),
+                    items: Some(
+                        keys.into_iter()
+                            .map(|key| KeyToPath {
+                                key: key.to_string(),
+                                path: key.to_string(),
+                                mode: None,
+                            })
+                            .collect(),
+                    ),
+                    default_mode: Some(0o440),
+                    optional: Some(false),
+                }),
+                ..Volume::default()
+            };
+            let mount = VolumeMount {
+                name,
+                mount_path: webhook_secret_dir(WEBHOOK_KEYS_DIR, secret),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            };
+            (volume, mount)
+        })
+        .unzip()
+}
+
 /// The engine Job for `smig`.
 pub fn build_job(smig: &SchemaMigration, defaults: &EngineDefaults) -> Result<Job, JobError> {
     let namespace = smig.namespace().ok_or(JobError::NoNamespace)?;
@@ -190,7 +232,11 @@ pub fn build_job(smig: &SchemaMigration, defaults: &EngineDefaults) -> Result<Jo
             &credentials.password_key,
         ),
     ];
-    let (tls_volumes, tls_mounts) = tls_secret_volumes(smig.spec.connection.tls.as_ref());
+    let (mut secret_volumes, mut secret_mounts) =
+        tls_secret_volumes(smig.spec.connection.tls.as_ref());
+    let (webhook_volumes, webhook_mounts) = webhook_key_volumes(&smig.spec);
+    secret_volumes.extend(webhook_volumes);
+    secret_mounts.extend(webhook_mounts);
 
     let container = Container {
         name: CONTAINER_NAME.to_string(),
@@ -219,7 +265,7 @@ pub fn build_job(smig: &SchemaMigration, defaults: &EngineDefaults) -> Result<Jo
                 mount_path: "/tmp".to_string(),
                 ..VolumeMount::default()
             })
-            .chain(tls_mounts)
+            .chain(secret_mounts)
             .collect(),
         ),
         ..Container::default()
@@ -249,7 +295,7 @@ pub fn build_job(smig: &SchemaMigration, defaults: &EngineDefaults) -> Result<Jo
                 empty_dir: Some(EmptyDirVolumeSource::default()),
                 ..Volume::default()
             })
-            .chain(tls_volumes)
+            .chain(secret_volumes)
             .collect(),
         ),
         ..PodSpec::default()
@@ -531,6 +577,45 @@ mod tests {
         }
         let command = pod.containers[0].command.clone().unwrap().join(" ");
         assert!(!command.contains("tls"), "{command}");
+    }
+
+    #[test]
+    fn webhook_keys_are_mounted_not_read_through_the_api() {
+        let with_hooks = format!(
+            "{SPEC}  hooks:\n    webhooks:\n      - {{url: \"https://a.example/h\", secretRef: {{name: hook-keys, key: a}}}}\n      - {{url: \"https://b.example/h\", secretRef: {{name: hook-keys, key: b}}}}\n"
+        );
+        let job = build_job(&migration(&with_hooks), &defaults()).unwrap();
+        let pod = pod_spec(&job);
+        let volume = pod
+            .volumes
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "webhook-keys-0")
+            .and_then(|v| v.secret)
+            .expect("a webhook key volume");
+        assert_eq!(volume.secret_name.as_deref(), Some("hook-keys"));
+        let items: Vec<(String, String)> = volume
+            .items
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.key, i.path))
+            .collect();
+        assert_eq!(
+            items,
+            [("a".into(), "a".into()), ("b".into(), "b".into())],
+            "only the keys the webhooks name"
+        );
+        let mount = pod.containers[0]
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .into_iter()
+            .find(|m| m.name == "webhook-keys-0")
+            .expect("its mount");
+        assert_eq!(mount.mount_path, "/var/run/ghost/webhook-keys/hook-keys");
+        assert_eq!(mount.read_only, Some(true));
+        assert_eq!(pod.containers[0].env.as_ref().map(Vec::len), Some(2));
     }
 
     #[test]

@@ -36,6 +36,8 @@ type FloatGauge = Gauge<f64, AtomicU64>;
 pub struct Metrics {
     registry: Registry,
     reconciles: Counter,
+    status_writes: Counter,
+    jobs_created: Counter,
     failures: Family<Labels, Counter>,
     duration: Histogram,
     leader: Gauge,
@@ -43,6 +45,8 @@ pub struct Metrics {
     progress: Family<Labels, FloatGauge>,
     replica_lag: Family<Labels, FloatGauge>,
     throttled: Family<Labels, Gauge>,
+    /// (namespace, name) of every migration with series, so deleted ones can be dropped.
+    known: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Default for Metrics {
@@ -55,6 +59,8 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("ghost_operator");
         let reconciles = Counter::default();
+        let status_writes = Counter::default();
+        let jobs_created = Counter::default();
         let failures = Family::<Labels, Counter>::default();
         // 1 ms .. ~16 s: a reconcile is a few API calls, a cleanup may wait on the database.
         let duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
@@ -69,6 +75,16 @@ impl Metrics {
             "reconcile_runs",
             "Reconciles of SchemaMigrations",
             reconciles.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Writes of a SchemaMigration's status (only when the controller's part changed)",
+            status_writes.clone(),
+        );
+        registry.register(
+            "engine_jobs_created",
+            "Engine Jobs created",
+            jobs_created.clone(),
         );
         registry.register(
             "reconcile_failures",
@@ -108,6 +124,8 @@ impl Metrics {
         Self {
             registry,
             reconciles,
+            status_writes,
+            jobs_created,
             failures,
             duration,
             leader,
@@ -115,6 +133,7 @@ impl Metrics {
             progress,
             replica_lag,
             throttled,
+            known: std::sync::Mutex::default(),
         }
     }
 
@@ -125,6 +144,14 @@ impl Metrics {
             histogram: self.duration.clone(),
             start: Instant::now(),
         }
+    }
+
+    pub fn status_written(&self) {
+        self.status_writes.inc();
+    }
+
+    pub fn job_created(&self) {
+        self.jobs_created.inc();
     }
 
     pub fn reconcile_failed(&self, kind: &str) {
@@ -146,6 +173,10 @@ impl Metrics {
         status: &SchemaMigrationStatus,
         progress: Option<&ProgressStatus>,
     ) {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert((namespace.to_string(), name.to_string()));
         let base = labels(namespace, name);
         for phase in PHASES {
             let with_phase = phase_labels(namespace, name, phase);
@@ -182,7 +213,27 @@ impl Metrics {
     }
 
     /// Drops a deleted migration's series.
+    /// Drops the series of every migration not in `present` (deleted without a reconcile: a
+    /// migration that never started has no finalizer, so its deletion is only a watch event).
+    pub fn forget_absent(&self, present: &std::collections::HashSet<(String, String)>) {
+        let absent: Vec<(String, String)> = self
+            .known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|key| !present.contains(*key))
+            .cloned()
+            .collect();
+        for (namespace, name) in absent {
+            self.forget(&namespace, &name);
+        }
+    }
+
     pub fn forget(&self, namespace: &str, name: &str) {
+        self.known
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&(namespace.to_string(), name.to_string()));
         let base = labels(namespace, name);
         for phase in PHASES {
             self.phase.remove(&phase_labels(namespace, name, phase));
@@ -238,6 +289,9 @@ mod tests {
         let m = Metrics::new();
         drop(m.reconcile_started());
         m.reconcile_failed("kube");
+        m.status_written();
+        m.status_written();
+        m.job_created();
         m.set_leader(true);
         let status = SchemaMigrationStatus {
             phase: Some(MigrationPhase::Copying),
@@ -253,9 +307,17 @@ mod tests {
             ..ProgressStatus::default()
         };
         m.observe("shop", "add-age", &status, Some(&progress));
+        m.observe("shop", "gone", &status, Some(&progress));
+        m.forget_absent(&std::collections::HashSet::from([(
+            "shop".to_string(),
+            "add-age".to_string(),
+        )]));
         let text = m.render();
+        assert!(!text.contains("name=\"gone\""), "{text}");
         for line in [
             "ghost_operator_reconcile_runs_total 1",
+            "ghost_operator_status_writes_total 2",
+            "ghost_operator_engine_jobs_created_total 1",
             "ghost_operator_reconcile_failures_total{error=\"kube\"} 1",
             "ghost_operator_reconcile_duration_seconds_count 1",
             "ghost_operator_leader 1",

@@ -1,21 +1,27 @@
 //! The Kubernetes controller, `ghost operator` (DESIGN.md §3): a kube-runtime Controller over
 //! SchemaMigrations that owns one engine Job per resource.
 //!
-//! - `reconcile`: one reconcile (finalizer, Job, status, Events) and the controller's `Context`.
+//! - `reconcile`: one reconcile (finalizer, Job, status, Events).
+//! - `context`: the controller's shared state (`Context`) and the Events it publishes.
 //! - `job`: the engine Job built from the resource (pure), and the Job's state read back.
 //! - `queue`: which migrations may start: one per table, a cap per host (pure).
 //! - `policy`: the images, ServiceAccounts, placement and Secrets a spec may use (pure).
+//! - `engine_secrets`: the Secrets an engine is given exist, have their keys, are opted in.
 //! - `finalizer`: deletion: stop the engine, then drop ghost's tables (through the engine).
 //! - `metrics`, `server`: `/metrics`, `/healthz`, `/readyz`.
 //! - `leader`: Lease-based leader election; only the leader runs the Controller.
+//! - `memory`: what deleted migrations leave behind, let go (state, metric series, pages).
 //! - `start_check`: why an engine Job's pod does not start.
 //! - `watch_health`: a short watch backoff, and whether the watches work (for `/readyz`).
 //!
 //! The controller speaks no SQL and never writes `.status.progress` (the engine pod's field).
 
+pub mod context;
+pub mod engine_secrets;
 pub mod finalizer;
 pub mod job;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod policy;
 pub mod queue;
@@ -37,8 +43,8 @@ use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::watcher;
-use kube::{Client, Resource};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, Resource, ResourceExt};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -50,6 +56,11 @@ pub use reconcile::{Context, Error, FIELD_MANAGER, error_policy, reconcile};
 pub use server::AdminState;
 
 use crate::api::SchemaMigration;
+
+/// Reconciles at once. Unbounded, a thousand migrations created or deleted together meant a
+/// thousand requests in flight, each with its buffers: the operator's memory grew to several
+/// times its idle size. A reconcile is a few API calls, so this many keep up with bulk changes.
+const MAX_CONCURRENT_RECONCILES: u16 = 32;
 
 /// In-flight reconciles get this long to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -161,10 +172,17 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
 
     let jobs: Api<Job> = scoped(&client, config.namespace.as_deref());
     // No generation predicate: annotation changes (the controls) do not bump the generation.
-    let controller = Controller::new(migrations, watcher::Config::default().any_semantic())
+    // The cache holds every SchemaMigration without its managedFields, which nothing here
+    // reads: with a thousand queued migrations they were most of the operator's memory.
+    let (store, writer) = reflector::store::<SchemaMigration>();
+    let migration_events = watcher(migrations, watcher::Config::default().any_semantic())
+        .modify(|smig| smig.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(migration_events, store.clone())
+        .with_config(controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES))
         .owns(jobs, watcher::Config::default().labels(job::JOB_SELECTOR))
         .trigger_backoff(watch_health::WatchBackoff::default());
-    let store = controller.store();
     let ctx = Arc::new(Context::new(
         client.clone(),
         &config.identity,
@@ -174,10 +192,11 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
         config.max_per_host,
         Arc::new(EngineTableCleaner),
     ));
+    drop(store);
+    let memory_task = tokio::spawn(memory::let_go_of_deleted(ctx.clone()));
     // Ready once the leader runs the controller: the API answered the list above, and the
     // controller itself holds reconciles until its cache is synced. (Waiting on a reader copy of
     // the store never completed against a real API server, so /readyz stayed 503.)
-    drop(store);
     admin.set_ready(true);
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -251,6 +270,7 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
             warn!("releasing the lease: {e}");
         }
     }
+    memory_task.abort();
     server_task.abort();
     result
 }

@@ -25,6 +25,7 @@ pub const BLOCKED_REASONS: &[&str] = &[
     "SecretNotOptedIn",
     "EngineNotAllowed",
     "JobNameTaken",
+    "NamespaceNotEnabled",
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,10 +122,6 @@ impl Entry {
         matches!(self.slot, Slot::Waiting { .. })
     }
 
-    fn id(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
     fn table_text(&self) -> String {
         format!("{}.{} on {}", self.database, self.table, self.host)
     }
@@ -143,25 +140,15 @@ pub fn decide(target: &Entry, all: &[Entry], max_per_host: usize) -> Decision {
     let cap = max_per_host.max(1);
     let others: Vec<&Entry> = all.iter().filter(|e| !e.same_resource(target)).collect();
 
-    // One table, one migration at a time, in submission order.
-    if let Some(running) = others
-        .iter()
-        .find(|e| e.slot == Slot::Active && e.same_table(target))
-    {
+    // One table, one migration at a time, in submission order. The message names no other
+    // migration: when the queue moves, no waiting migration's status changes but the mover's.
+    let table_is_taken = others.iter().any(|e| {
+        e.same_table(target) && (e.slot == Slot::Active || (e.is_waiting() && e.before(target)))
+    });
+    if table_is_taken {
         return Decision::Wait(format!(
-            "{} is being migrated by {}; changes to one table run one at a time",
-            target.table_text(),
-            running.id()
-        ));
-    }
-    if let Some(first) = others
-        .iter()
-        .filter(|e| e.is_waiting() && e.same_table(target) && e.before(target))
-        .min_by(|a, b| a.order(b))
-    {
-        return Decision::Wait(format!(
-            "{} was created earlier and changes {} first",
-            first.id(),
+            "{} is changed by one SchemaMigration at a time, in creation order: an earlier one \
+             goes first",
             target.table_text()
         ));
     }
@@ -252,7 +239,10 @@ mod tests {
         let b = entry("b", 1, "db1", "users", WAITING);
         let d = decide(&b, &[running.clone(), b.clone()], 10);
         assert!(
-            waits(&d, "shop.users on db1:3306 is being migrated by shop/a"),
+            waits(
+                &d,
+                "shop.users on db1:3306 is changed by one SchemaMigration at a time"
+            ),
             "{d:?}"
         );
 
@@ -267,7 +257,7 @@ mod tests {
         let b = entry("b", 2, "db1", "users", WAITING);
         let all = [b.clone(), a.clone()];
         assert_eq!(decide(&a, &all, 10), Decision::Start);
-        assert!(waits(&decide(&b, &all, 10), "shop/a was created earlier"));
+        assert!(waits(&decide(&b, &all, 10), "an earlier one goes first"));
 
         // Same second: namespace, then name decide, the same way in every reconcile.
         let a2 = entry("a", 1, "db1", "users", WAITING);
@@ -278,7 +268,39 @@ mod tests {
 
         // A blocked earlier one still goes first on its table.
         let stuck = entry("a", 1, "db1", "users", BLOCKED);
-        assert!(waits(&decide(&b, &[stuck, b.clone()], 10), "shop/a"));
+        assert!(waits(
+            &decide(&b, &[stuck, b.clone()], 10),
+            "an earlier one"
+        ));
+    }
+
+    #[test]
+    fn a_queue_move_changes_no_waiting_message() {
+        // a runs, b and c wait on its table; then a is gone and b runs: c's message is the same,
+        // so the move writes no status of c's (issue #13: one write per queued migration and
+        // move made 5,907 writes for one mass delete).
+        let a = entry("a", 1, "db1", "users", Slot::Active);
+        let b = entry("b", 2, "db1", "users", WAITING);
+        let c = entry("c", 3, "db1", "users", WAITING);
+        let before = decide(&c, &[a, b.clone(), c.clone()], 1);
+        let b_runs = entry("b", 2, "db1", "users", Slot::Active);
+        let after = decide(&c, &[b_runs, c.clone()], 1);
+        assert!(matches!(before, Decision::Wait(_)), "{before:?}");
+        assert_eq!(before, after);
+        // Nor on the host's queue: x waits for a slot on db1 before and after.
+        let x = entry("x", 4, "db1", "orders", WAITING);
+        let before = decide(
+            &x,
+            &[entry("a", 1, "db1", "users", Slot::Active), x.clone()],
+            1,
+        );
+        let after = decide(
+            &x,
+            &[entry("b", 2, "db1", "users", Slot::Active), x.clone()],
+            1,
+        );
+        assert!(matches!(before, Decision::Wait(_)), "{before:?}");
+        assert_eq!(before, after);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! Level-based and idempotent: every run looks at the resource, its Job and the other
 //! migrations, and converges. The steps:
 //!
-//! 1. the finalizer (kube's helper): added before anything runs, so a deletion always gets its
-//!    cleanup (`finalizer.rs`);
+//! 1. the finalizer: added just before the Job is created, so a deletion of a migration that
+//!    started always gets its cleanup, and one that never started (queued, blocked) is deleted
+//!    by the API server alone, as without an operator (`finalizer.rs`);
 //! 2. the Job: read it; if there is none, ask the queue whether this migration may start, check
 //!    the Secret, then create it (`job.rs`, `queue.rs`);
 //! 3. the status: one pure function (`api::compute_status`) of the engine's progress and the Job's
@@ -15,32 +16,28 @@
 //! A finished migration (Succeeded, Failed, Cancelled) never gets another Job: its Job is not even
 //! looked at again, and the status function keeps its outcome.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{Event as Finalized, finalizer as with_finalizer};
-use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
-use super::finalizer::{self, FINALIZER, TableCleaner};
-use super::job::{self, EngineDefaults, JobError};
-use super::metrics::Metrics;
+pub use super::context::{Context, PlannedEvent};
+use super::engine_secrets;
+use super::finalizer::{self, FINALIZER};
+use super::job::{self, JobError};
 use super::policy;
 use super::queue::{self, Decision, Entry, Slot};
 use super::start_check;
 use crate::api::controls::InvalidControl;
 use crate::api::status::{CONTROLS_VALID, READY, SUCCEEDED};
-use crate::api::types::{CredentialsSecretRef, ValueSource};
+use crate::api::types::ValueSource;
 use crate::api::{
     JobState, MigrationPhase, ProgressStatus, SchemaMigration, SchemaMigrationStatus, StatusInput,
     compute_status, effective_controls,
@@ -70,7 +67,7 @@ const REQUEUE_ERROR: Duration = Duration::from_secs(30);
 const REQUEUE_CLEANUP_WAIT: Duration = Duration::from_secs(5);
 
 /// The apiserver caps an Event's note at 1 kB.
-const MAX_NOTE_BYTES: usize = 1000;
+pub(crate) const MAX_NOTE_BYTES: usize = 1000;
 
 const PANIC_BEFORE_START: &str =
     "ghost/panic=true was set before the engine started; no Job was created";
@@ -79,8 +76,6 @@ const PANIC_BEFORE_START: &str =
 pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    #[error("{0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the resource has no {0}")]
     MissingField(&'static str),
     #[error(transparent)]
@@ -97,11 +92,6 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
-                _ => "finalizer",
-            },
             Error::MissingField(_) => "invalid_object",
             Error::Job(_) => "job",
             Error::CleanupPending(_) => "cleanup_pending",
@@ -111,252 +101,14 @@ impl Error {
 
     /// The resource (or the finalizer's patch target) was deleted meanwhile: nothing failed.
     pub fn is_gone(&self) -> bool {
-        use kube::runtime::finalizer::Error as F;
-        let not_found = |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.is_not_found());
-        match self {
-            Error::Kube(e) => not_found(e),
-            Error::Finalizer(inner) => match inner.as_ref() {
-                F::AddFinalizer(e) | F::RemoveFinalizer(e) => not_found(e),
-                F::ApplyFailed(e) | F::CleanupFailed(e) => e.is_gone(),
-                _ => false,
-            },
-            _ => false,
-        }
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.is_not_found())
     }
 
     /// What the deletion is waiting for, when that is all this error says.
     pub fn cleanup_pending(&self) -> Option<&str> {
         match self {
             Error::CleanupPending(what) => Some(what.as_str()),
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::CleanupFailed(e) => e.cleanup_pending(),
-                _ => None,
-            },
             _ => None,
-        }
-    }
-}
-
-/// A migration's uid and an Event reason.
-type EventKey = (String, &'static str);
-
-/// Everything a reconcile needs besides the resource.
-pub struct Context {
-    pub client: Client,
-    reporter: Reporter,
-    /// One Recorder per (migration, reason, note): kube's Recorder merges repeats of a reason
-    /// into a series that keeps the first note, so a changed note gets a new Event instead.
-    recorders: Mutex<std::collections::HashMap<EventKey, (String, Recorder)>>,
-    /// The controller's cache of every SchemaMigration it watches, for the queue.
-    pub store: Store<SchemaMigration>,
-    pub metrics: Arc<Metrics>,
-    pub engine: EngineDefaults,
-    pub max_per_host: usize,
-    /// Drops ghost's tables when a resource is deleted (the engine's code; a fake in tests).
-    pub cleaner: Arc<dyn TableCleaner>,
-    /// uids of the migrations whose Job this process created: the cache may not show their
-    /// new status yet, and the queue must count them as started.
-    started: Mutex<HashSet<String>>,
-    /// Told when a migration is seen finished, so queued ones look again at once instead of at
-    /// their next requeue (`queue_moves`).
-    queue_moved: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
-    /// uids already announced on `queue_moved` (once per process each).
-    announced: Mutex<HashSet<String>>,
-    /// When a SchemaMigration being deleted was last seen.
-    last_deletion: Mutex<Option<std::time::Instant>>,
-}
-
-impl Context {
-    pub fn new(
-        client: Client,
-        identity: &str,
-        store: Store<SchemaMigration>,
-        metrics: Arc<Metrics>,
-        engine: EngineDefaults,
-        max_per_host: usize,
-        cleaner: Arc<dyn TableCleaner>,
-    ) -> Self {
-        let reporter = Reporter {
-            controller: REPORTER.to_string(),
-            instance: Some(identity.to_string()),
-        };
-        Self {
-            client,
-            reporter,
-            recorders: Mutex::new(std::collections::HashMap::new()),
-            store,
-            metrics,
-            engine,
-            max_per_host: max_per_host.max(1),
-            cleaner,
-            started: Mutex::new(HashSet::new()),
-            queue_moved: Mutex::new(None),
-            announced: Mutex::new(HashSet::new()),
-            last_deletion: Mutex::new(None),
-        }
-    }
-
-    /// A SchemaMigration with a deletionTimestamp was reconciled.
-    pub(crate) fn note_deletion(&self) {
-        *self
-            .last_deletion
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(std::time::Instant::now());
-    }
-
-    /// How much longer new engines wait for deletions to stop; None when none was seen lately.
-    pub(crate) fn deletions_settling(&self) -> Option<Duration> {
-        let last = (*self
-            .last_deletion
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner))?;
-        DELETION_SETTLE
-            .checked_sub(last.elapsed())
-            .filter(|d| !d.is_zero())
-    }
-
-    /// Wakes the queued migrations (a slot was freed, or deletions are over).
-    pub(crate) fn wake_queue(&self) {
-        if let Some(tx) = self
-            .queue_moved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            let _ = tx.send(());
-        }
-    }
-
-    /// A stream that yields whenever a migration is first seen finished by this process: feed
-    /// it to `Controller::reconcile_all_on` so the migrations queued behind it start without
-    /// waiting for their requeue.
-    pub fn queue_moves(&self) -> impl futures_util::Stream<Item = ()> + Send + 'static {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        *self
-            .queue_moved
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(tx);
-        futures_util::stream::unfold(
-            rx,
-            |mut rx| async move { rx.recv().await.map(|()| ((), rx)) },
-        )
-    }
-
-    /// Called from the reconcile of a finished migration, i.e. once the controller's cache holds
-    /// its final status: the queue's next decisions see its slot free.
-    fn announce_finished(&self, uid: &str) {
-        let first = self
-            .announced
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(uid.to_string());
-        if first {
-            self.wake_queue();
-        }
-    }
-
-    fn mark_started(&self, uid: &str) {
-        // A poisoned set is still a valid set: a panic elsewhere does not corrupt a HashSet.
-        self.started
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(uid.to_string());
-    }
-
-    fn started_here(&self, uid: &str) -> bool {
-        self.started
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains(uid)
-    }
-
-    pub(crate) fn forget(&self, uid: &str) {
-        self.started
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(uid);
-        self.recorders
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|(u, _), _| u != uid);
-    }
-
-    /// Every known migration as the queue sees it, with `fresh` (the object being reconciled)
-    /// in place of its possibly older cached copy.
-    pub(crate) fn queue_entries(&self, fresh: &SchemaMigration) -> Vec<Entry> {
-        let fresh_uid = fresh.uid();
-        let mut entries: Vec<Entry> = self
-            .store
-            .state()
-            .iter()
-            .filter(|s| s.uid() != fresh_uid)
-            .map(|s| {
-                let here = s.uid().is_some_and(|uid| self.started_here(&uid));
-                Entry::from_migration(s, here)
-            })
-            .collect();
-        let here = fresh_uid.is_some_and(|uid| self.started_here(&uid));
-        entries.push(Entry::from_migration(fresh, here));
-        entries
-    }
-
-    /// Publishes an Event about `smig`. Events are best effort: a failure is logged, never
-    /// fails the reconcile.
-    pub(crate) async fn publish(&self, smig: &SchemaMigration, planned: PlannedEvent) {
-        let note = truncate(&planned.note, MAX_NOTE_BYTES);
-        let recorder = {
-            let mut recorders = self
-                .recorders
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let key = (smig.uid().unwrap_or_default(), planned.reason);
-            match recorders.get(&key) {
-                Some((last, recorder)) if *last == note => recorder.clone(),
-                _ => {
-                    let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-                    recorders.insert(key, (note.clone(), recorder.clone()));
-                    recorder
-                }
-            }
-        };
-        let event = Event {
-            type_: planned.type_,
-            reason: planned.reason.to_string(),
-            note: Some(note),
-            action: planned.action.to_string(),
-            secondary: None,
-        };
-        if let Err(e) = recorder.publish(&event, &smig.object_ref(&())).await {
-            warn!(reason = %event.reason, "cannot publish an Event: {e}");
-        }
-    }
-}
-
-/// An Event to publish, decided by pure code.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PlannedEvent {
-    pub type_: EventType,
-    pub reason: &'static str,
-    pub action: &'static str,
-    pub note: String,
-}
-
-impl PlannedEvent {
-    pub fn normal(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
-        Self {
-            type_: EventType::Normal,
-            reason,
-            action,
-            note: note.into(),
-        }
-    }
-
-    pub fn warning(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
-        Self {
-            type_: EventType::Warning,
-            reason,
-            action,
-            note: note.into(),
         }
     }
 }
@@ -428,16 +180,22 @@ pub async fn reconcile(smig: Arc<SchemaMigration>, ctx: Arc<Context>) -> Result<
         // goes, so deleting it later, also after the operator is uninstalled, never hangs.
         return finish_succeeded(&smig, &ctx, &api).instrument(span).await;
     }
-    let inner = ctx.clone();
-    with_finalizer(&api, FINALIZER, smig, |event| async move {
-        match event {
-            Finalized::Apply(smig) => apply(&smig, &inner).await,
-            Finalized::Cleanup(smig) => finalizer::cleanup(&smig, &inner).await,
+    async move {
+        if smig.metadata.deletion_timestamp.is_none() {
+            return apply(&smig, &ctx).await;
         }
-    })
+        if !finalizer::has_finalizer(&smig) {
+            // It never got as far as a Job (the finalizer comes first): nothing to clean up,
+            // and the API server has deleted it already, as without an operator.
+            finalizer::forget(&smig, &ctx);
+            return Ok(Action::await_change());
+        }
+        let action = finalizer::cleanup(&smig, &ctx).await?;
+        finalizer::remove_finalizer(&api, &smig).await?;
+        Ok(action)
+    }
     .instrument(span)
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
 }
 
 /// A Succeeded migration: its status kept current, and the finalizer removed.
@@ -558,6 +316,7 @@ async fn apply(smig: &SchemaMigration, ctx: &Context) -> Result<Action, Error> {
 
     if status_changed(previous, &status) {
         write_status(&ctx.client, &namespace, &name, &status).await?;
+        ctx.metrics.status_written();
     }
     for event in planned_events(previous, &status, &observation, &invalid) {
         ctx.publish(smig, event).await;
@@ -669,35 +428,31 @@ async fn observe_job(
     if let Err(blocker) = policy::check_engine(smig, &ctx.engine, &ctx.engine.policy) {
         return Ok(Observation::blocked(blocker));
     }
-    let credentials = &smig.spec.connection.credentials_secret_ref;
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let secret = secrets.get_opt(&credentials.name).await?;
-    if let Err(blocker) = check_secret(secret.as_ref(), namespace, credentials) {
+    if let Some(blocker) = engine_secrets::check(&ctx.client, namespace, &smig.spec).await? {
         return Ok(Observation::blocked(blocker));
-    }
-    if let Some(client) = smig
-        .spec
-        .connection
-        .tls
-        .as_ref()
-        .and_then(|t| t.client_cert_secret_ref.as_ref())
-    {
-        let secret = secrets.get_opt(&client.name).await?;
-        if !secret
-            .as_ref()
-            .is_some_and(|s| policy::secret_opted_in(s.metadata.labels.as_ref()))
-        {
-            return Ok(Observation::blocked(not_opted_in(namespace, &client.name)));
-        }
     }
 
     let job = job::build_job(smig, &ctx.engine)?;
+    // The finalizer before the Job: whatever the Job does, a deletion cleans up after it.
+    if !finalizer::has_finalizer(smig) {
+        let api: Api<SchemaMigration> = Api::namespaced(ctx.client.clone(), namespace);
+        finalizer::add_finalizer(&api, smig).await?;
+    }
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PostParams::default()
     };
     match jobs.create(&params, &job).await {
-        Ok(_) => info!(job = %job_name, "created the engine Job"),
+        Ok(_) => {
+            ctx.metrics.job_created();
+            info!(job = %job_name, "created the engine Job");
+        }
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Ok(Observation::blocked(engine_secrets::namespace_not_enabled(
+                namespace,
+                "create Jobs",
+            )));
+        }
         // A concurrent reconcile won the race; the Job is the same either way.
         Err(kube::Error::Api(status)) if status.is_already_exists() => {
             debug!(job = %job_name, "the engine Job exists already");
@@ -709,18 +464,6 @@ async fn observe_job(
         created: true,
         ..Observation::with(JobState::Running, Some(job_name))
     })
-}
-
-fn not_opted_in(namespace: &str, secret: &str) -> Blocker {
-    Blocker {
-        reason: "SecretNotOptedIn",
-        message: format!(
-            "Secret {secret} in namespace {namespace} is not labelled {label}=true: the operator \
-             hands only opted-in Secrets to engines; label it with kubectl -n {namespace} label \
-             secret {secret} {label}=true",
-            label = policy::CREDENTIALS_LABEL
-        ),
-    }
 }
 
 /// A Job whose engine has reported nothing yet: why its pod does not start, and past the start
@@ -770,55 +513,6 @@ async fn not_started(
         start_problem: problem,
         starting: true,
         ..Observation::with(JobState::Running, Some(job_name))
-    })
-}
-
-/// Whether the Secret exists, has both keys and is opted in. Only key names and labels are
-/// looked at, never values.
-pub fn check_secret(
-    secret: Option<&Secret>,
-    namespace: &str,
-    credentials: &CredentialsSecretRef,
-) -> Result<(), Blocker> {
-    let user_key = &credentials.username_key;
-    let password_key = &credentials.password_key;
-    let Some(secret) = secret else {
-        return Err(Blocker {
-            reason: "SecretNotFound",
-            message: format!(
-                "Secret {} not found in namespace {namespace}: create it with keys \
-                 {user_key}/{password_key} (the MySQL user and password), e.g. kubectl -n \
-                 {namespace} create secret generic {} --from-literal={user_key}=... \
-                 --from-literal={password_key}=...",
-                credentials.name, credentials.name
-            ),
-        });
-    };
-    let has = |key: &str| {
-        secret.data.as_ref().is_some_and(|d| d.contains_key(key))
-            || secret
-                .string_data
-                .as_ref()
-                .is_some_and(|d| d.contains_key(key))
-    };
-    let missing: Vec<&str> = [user_key.as_str(), password_key.as_str()]
-        .into_iter()
-        .filter(|&key| !has(key))
-        .collect();
-    if missing.is_empty() {
-        if !policy::secret_opted_in(secret.metadata.labels.as_ref()) {
-            return Err(not_opted_in(namespace, &credentials.name));
-        }
-        return Ok(());
-    }
-    Err(Blocker {
-        reason: "SecretKeyMissing",
-        message: format!(
-            "Secret {} in namespace {namespace} has no key {}: add it, or set \
-             spec.connection.credentialsSecretRef.usernameKey/passwordKey to the keys it has",
-            credentials.name,
-            missing.join(" nor ")
-        ),
     })
 }
 
@@ -982,7 +676,7 @@ fn now() -> Time {
     Time(Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
-fn truncate(text: &str, max: usize) -> String {
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
@@ -995,99 +689,10 @@ fn truncate(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
-    use k8s_openapi::ByteString;
+    use kube::runtime::events::EventType;
 
     use super::*;
     use crate::api::types::ControlSource;
-
-    fn credentials() -> CredentialsSecretRef {
-        CredentialsSecretRef {
-            name: "shop-db".into(),
-            username_key: "username".into(),
-            password_key: "password".into(),
-        }
-    }
-
-    fn secret(keys: &[&str]) -> Secret {
-        Secret {
-            metadata: opted_in(),
-            data: Some(
-                keys.iter()
-                    .map(|k| (k.to_string(), ByteString(b"x".to_vec())))
-                    .collect::<BTreeMap<_, _>>(),
-            ),
-            ..Secret::default()
-        }
-    }
-
-    fn opted_in() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-            labels: Some(BTreeMap::from([(
-                policy::CREDENTIALS_LABEL.to_string(),
-                "true".to_string(),
-            )])),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn secret_checks_say_what_to_do() {
-        let missing = check_secret(None, "shop", &credentials()).unwrap_err();
-        assert_eq!(missing.reason, "SecretNotFound");
-        assert!(
-            missing.message.starts_with(
-                "Secret shop-db not found in namespace shop: create it with keys username/password"
-            ),
-            "{}",
-            missing.message
-        );
-
-        let no_password = check_secret(Some(&secret(&["username"])), "shop", &credentials());
-        let blocker = no_password.unwrap_err();
-        assert_eq!(blocker.reason, "SecretKeyMissing");
-        assert!(blocker.message.contains("has no key password"));
-
-        let none = check_secret(Some(&secret(&[])), "shop", &credentials()).unwrap_err();
-        assert!(none.message.contains("has no key username nor password"));
-
-        assert_eq!(
-            check_secret(
-                Some(&secret(&["username", "password"])),
-                "shop",
-                &credentials()
-            ),
-            Ok(())
-        );
-        let mut not_labelled = secret(&["username", "password"]);
-        not_labelled.metadata.labels = None;
-        let blocker = check_secret(Some(&not_labelled), "shop", &credentials()).unwrap_err();
-        assert_eq!(blocker.reason, "SecretNotOptedIn");
-        assert!(
-            blocker
-                .message
-                .contains("kubectl -n shop label secret shop-db ghost.dev/credentials=true"),
-            "{}",
-            blocker.message
-        );
-        let string_data = Secret {
-            metadata: opted_in(),
-            string_data: Some(BTreeMap::from([
-                ("username".to_string(), "u".to_string()),
-                ("password".to_string(), "p".to_string()),
-            ])),
-            ..Secret::default()
-        };
-        assert_eq!(
-            check_secret(Some(&string_data), "shop", &credentials()),
-            Ok(())
-        );
-        // Every blocker reason is one the queue knows.
-        for reason in [missing.reason, blocker.reason, "JobNameTaken"] {
-            assert!(queue::BLOCKED_REASONS.contains(&reason));
-        }
-    }
 
     fn status_with(phase: MigrationPhase, message: &str) -> SchemaMigrationStatus {
         SchemaMigrationStatus {
@@ -1255,15 +860,11 @@ mod tests {
     }
 
     #[test]
-    fn errors_inside_the_finalizer_keep_their_kind() {
-        let pending = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::CleanupFailed(
-            Error::CleanupPending("pod x".into()),
-        )));
+    fn error_kinds() {
+        let pending = Error::CleanupPending("pod x".into());
         assert_eq!(pending.cleanup_pending(), Some("pod x"));
         assert_eq!(pending.metric_label(), "cleanup_pending");
-        let failed = Error::Finalizer(Box::new(kube::runtime::finalizer::Error::CleanupFailed(
-            Error::Cleanup("db down".into()),
-        )));
+        let failed = Error::Cleanup("db down".into());
         assert_eq!(failed.cleanup_pending(), None);
         assert_eq!(failed.metric_label(), "cleanup");
     }

@@ -5,6 +5,7 @@ pub mod dialect;
 pub mod fault;
 pub mod model;
 pub mod proxy;
+pub mod webhook_receiver;
 
 use ghost::engine::conn::{ConnectionConfig, Secret};
 use mysql_async::prelude::Queryable;

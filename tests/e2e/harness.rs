@@ -22,7 +22,6 @@ use tokio::io::AsyncWriteExt;
 use crate::node_agent::{self, AgentOptions, NodeAgent, PodRun};
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
-pub const GHOST: &str = env!("CARGO_BIN_EXE_ghost");
 /// The operator's namespace; the engine ServiceAccount and its RoleBinding are there too, so the
 /// journeys' migrations live in it.
 pub const NAMESPACE: &str = "ghost-system";
@@ -282,6 +281,8 @@ pub struct Stack {
     pub operator: tokio::process::Child,
     pub operator_pid: u32,
     pub operator_log: PathBuf,
+    /// `http://127.0.0.1:PORT`: the operator's /metrics, /healthz and /readyz.
+    pub operator_url: String,
     pub agent: Option<NodeAgent>,
     pub dir: PathBuf,
 }
@@ -310,7 +311,10 @@ impl Stack {
         let agent = NodeAgent::start_with(
             admin.clone(),
             NODE,
-            vec![("ghost".to_string(), PathBuf::from(GHOST))],
+            vec![(
+                "ghost".to_string(),
+                PathBuf::from(crate::common::ghost_bin()),
+            )],
             options,
         )
         .await
@@ -342,7 +346,9 @@ impl Stack {
         let log = std::fs::File::create(&operator_log).expect("operator log");
         let log_err = log.try_clone().expect("operator log");
         let metrics_addr = format!("127.0.0.1:{metrics}");
-        let mut command = tokio::process::Command::new(GHOST);
+        // The binary CI ships (GHOST_TEST_BIN, the release build) when set: what is measured here
+        // is what users run.
+        let mut command = tokio::process::Command::new(crate::common::ghost_bin());
         command
             .args([
                 "operator",
@@ -407,9 +413,68 @@ impl Stack {
             operator,
             operator_pid,
             operator_log,
+            operator_url: format!("http://127.0.0.1:{metrics}"),
             agent: Some(agent),
             dir,
         }
+    }
+
+    /// A metric of the operator's /metrics, summed over its label sets (0 when absent).
+    pub async fn operator_metric(&self, name: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.operator_url))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the /metrics body");
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (key, value) = line.rsplit_once(' ')?;
+                let metric = key.split('{').next()?;
+                (metric == name).then(|| value.parse::<f64>().ok())?
+            })
+            .sum()
+    }
+
+    /// The operator process's resident memory (VmRSS), in MiB.
+    pub fn operator_rss_mib(&self) -> f64 {
+        let path = format!("/proc/{}/status", self.operator_pid);
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+            .unwrap_or_else(|| panic!("no VmRSS in {path}"))
+    }
+
+    /// CPU seconds the operator process has used (user + system).
+    pub fn operator_cpu_seconds(&self) -> f64 {
+        let path = format!("/proc/{}/stat", self.operator_pid);
+        let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // Fields after the command (which may hold spaces): state is field 3; utime and
+        // stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    /// Stops (SIGSTOP) or continues (SIGCONT) the operator process, which this harness started:
+    /// the API server then works as if no operator were installed.
+    pub async fn pause_operator(&self, paused: bool) {
+        let sig = if paused { "STOP" } else { "CONT" };
+        assert!(
+            node_agent::signal(self.operator_pid, sig).await,
+            "kill -{sig} {}",
+            self.operator_pid
+        );
     }
 
     pub fn agent(&self) -> &NodeAgent {

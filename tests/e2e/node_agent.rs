@@ -1511,7 +1511,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Sends `SIG<sig>` to `pid` with kill(1).
-async fn signal(pid: u32, sig: &str) -> bool {
+pub async fn signal(pid: u32, sig: &str) -> bool {
     if pid == 0 {
         return false;
     }

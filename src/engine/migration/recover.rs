@@ -322,7 +322,7 @@ pub(super) async fn finish_interrupted(
         tables.finish_two_step(&mut conn).await?;
         report.completed_two_step = true;
     }
-    clean_up(cfg, &mut conn, &names, &record, swap_position, &report).await?;
+    let kept = clean_up(cfg, &mut conn, &names, &record, swap_position, &report).await?;
     let summary = report.summary();
     if report.conflicts.is_empty() {
         info!("{summary}");
@@ -332,6 +332,7 @@ pub(super) async fn finish_interrupted(
     progress.send_modify(|p| {
         p.phase = Phase::CuttingOver;
         p.message = summary;
+        p.kept_old_table = kept.then(|| record.old_table.clone());
     });
     let _ = conn.disconnect().await;
     Ok(Some(Outcome::Recovered(report)))
@@ -497,7 +498,7 @@ enum Verdict {
 
 /// What a finished run does after its swap: the changelog and gates go; the old table and the
 /// checkpoints go with `--ok-to-drop-table` (never while it holds conflicting rows), else a
-/// cut-over checkpoint makes `--revert` possible.
+/// cut-over checkpoint makes `--revert` possible. True when the old table is kept.
 async fn clean_up(
     cfg: &MigrationConfig,
     conn: &mut Conn,
@@ -505,7 +506,7 @@ async fn clean_up(
     record: &CutOverRecord,
     swap_position: Option<BinlogPosition>,
     report: &RecoveryReport,
-) -> Result<()> {
+) -> Result<bool> {
     if let Some(gates) = order::gate_names(&cfg.table) {
         for gate in [&gates.sentry, &gates.source] {
             drop_own_table(conn, &cfg.database, gate, GATE_COMMENT).await?;
@@ -520,7 +521,8 @@ async fn clean_up(
         if has_checkpoints {
             checkpoints.drop_table(conn).await?;
         }
-        return changelog.drop_table(conn).await;
+        changelog.drop_table(conn).await?;
+        return Ok(false);
     }
     if let (true, Some(position)) = (has_checkpoints, swap_position) {
         let checkpoint = Checkpoint {
@@ -552,7 +554,7 @@ async fn clean_up(
             qualified(&cfg.database, &record.old_table)
         );
     }
-    Ok(())
+    Ok(!report.old_table_dropped)
 }
 
 #[cfg(test)]
