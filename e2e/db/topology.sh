@@ -1127,6 +1127,22 @@ lock() {
   flock 9
 }
 
+# Binary logs of earlier runs, purged at start: every run writes gigabytes of them (the fault
+# suite, the journeys) and nothing reads them later, so a machine that ran CI a few dozen times
+# filled its disk. PURGE never removes a file a replica is still reading.
+purge_binlogs() {
+  local role before after
+  for role in "${ROLES[@]}"; do
+    [[ $(sql "$role" "SELECT @@log_bin" 2>/dev/null) == 1 ]] || continue
+    before=$(du -sm "$(role_dir "$role")" | cut -f1)
+    sql "$role" "PURGE BINARY LOGS BEFORE NOW()" >/dev/null ||
+      die "PURGE BINARY LOGS failed on $role"
+    after=$(du -sm "$(role_dir "$role")" | cut -f1)
+    ((before - after > 0)) && log "$role: purged the binary logs of earlier runs ($((before - after)) MB)"
+  done
+  return 0
+}
+
 cmd_start() {
   local t0 st
   t0=$(now_ms)
@@ -1150,6 +1166,7 @@ cmd_start() {
   fi
   ensure_tls_users
   ensure_lctn1_users
+  purge_binlogs
   log "started ($(elapsed "$t0"))"
 }
 
