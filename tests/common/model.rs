@@ -211,6 +211,9 @@ async fn write_loop(
             }
         };
         let result = c.exec_drop(sql, params).await;
+        // Every UPDATE writes new values, so it changes one row if the row is there. None
+        // changed: the row is not there (its INSERT was lost with a connection, uncommitted).
+        let updated_nothing = result.is_ok() && op != 0 && op != 3 && c.affected_rows() == 0;
         let lost = {
             let mut m = model.lock().expect("model");
             let before = m.rows.get(&id).cloned();
@@ -221,6 +224,7 @@ async fn write_loop(
                     m.rows.insert(
                         id,
                         match &after {
+                            Some(_) if updated_nothing => Expect::Gone,
                             Some(p) => Expect::Row(p.clone()),
                             None => Expect::Gone,
                         },
