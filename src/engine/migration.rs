@@ -129,6 +129,7 @@ macro_rules! on_ddl {
 }
 
 mod cut_over;
+pub mod deferred_indexes;
 mod parallel_copy;
 pub mod recover;
 mod verify;
