@@ -379,3 +379,76 @@ async fn parallel_copy_under_mixed_load() {
     assert_eq!(p.checksum_passes, 1);
     assert_eq!(p.chunks_recopied, 0, "the checksum found differences");
 }
+
+/// `SHOW CREATE TABLE` of `table` with its name and AUTO_INCREMENT counter left out.
+async fn definition(conn: &mut Conn, table: &str) -> String {
+    let (_, create): (String, String) = conn
+        .query_first(format!("SHOW CREATE TABLE `{table}`"))
+        .await
+        .expect("show create table")
+        .expect("a definition");
+    let body = create.split_once('(').map(|(_, b)| b).unwrap_or_default();
+    body.split_whitespace()
+        .filter(|word| !word.starts_with("AUTO_INCREMENT="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `--defer-secondary-indexes` under mixed writes: the ghost table is copied without its plain
+/// secondary indexes (the changelog records them), they are built while the binary log is
+/// applied, and the migrated table has exactly the definition an offline ALTER gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_secondary_indexes_under_mixed_load() {
+    let schema = common::TestSchema::create("deferidx").await;
+    let mut admin = schema.admin_config().connect().await.expect("admin");
+    create_table(&mut admin, 20_000).await;
+    admin
+        .query_drop("ALTER TABLE t ADD KEY ix_c (c), ADD KEY ix_bd (b(10), d) COMMENT 'prefix'")
+        .await
+        .expect("secondary indexes");
+    let alter = "ADD COLUMN e INT NOT NULL DEFAULT 7, ADD KEY ix_e (e, a)";
+    // What an offline ALTER makes of the same table.
+    admin
+        .query_drop(format!("CREATE TABLE reference LIKE t; ALTER TABLE reference {alter}"))
+        .await
+        .expect("reference table");
+    let expected = definition(&mut admin, "reference").await;
+
+    let mut cfg = config(&schema.name, alter);
+    cfg.defer_secondary_indexes = true;
+    let UnderLoad {
+        controls_tx,
+        mut progress_rx,
+        stop,
+        writer,
+        migration,
+    } = postponed_under_load(&schema, cfg, 50);
+    wait_phase(&mut progress_rx, Phase::Postponed, Duration::from_secs(120)).await;
+    let recorded: Option<String> = admin
+        .query_first("SELECT value FROM _t_ghc WHERE hint = 'deferred-indexes'")
+        .await
+        .expect("read the changelog");
+    let recorded = recorded.expect("the deferred indexes are recorded in the changelog");
+    for name in ["ix_c", "ix_bd", "ix_e"] {
+        assert!(recorded.contains(name), "{name} not deferred: {recorded}");
+    }
+    assert!(!recorded.contains("uk_a"), "a unique key was deferred: {recorded}");
+    assert_eq!(
+        definition(&mut admin, "_t_gho").await,
+        expected,
+        "the ghost table before the cut-over"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await.expect("writer");
+    controls_tx.send_modify(|c| c.postpone_cut_over = false);
+    let outcome = migration.await.expect("task").expect("migration");
+    assert!(matches!(outcome, Outcome::Migrated { .. }), "{outcome:?}");
+    assert_eq!(definition(&mut admin, "t").await, expected);
+    let p = progress_rx.borrow().clone();
+    eprintln!(
+        "deferred indexes: {} rows copied, {writes} writes, {} events applied, checksum passes {}",
+        p.rows_copied, p.events_applied, p.checksum_passes
+    );
+    assert_eq!(p.checksum_passes, 1);
+    assert_eq!(p.chunks_recopied, 0, "the checksum found differences");
+}

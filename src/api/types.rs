@@ -308,6 +308,11 @@ pub struct CopySpec {
     #[schemars(range(min = 1, max = 64))]
     pub threads: Option<i32>,
 
+    /// Copy into the new table without its plain secondary indexes and build them online after
+    /// the row copy (ghost's --defer-secondary-indexes). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defer_secondary_indexes: Option<bool>,
+
     /// Binary log events applied per transaction. Default 10. Annotation ghost/dml-batch-size
     /// overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

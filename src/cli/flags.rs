@@ -237,6 +237,7 @@ pub static FLAGS: &[FlagDef] = &[
     ghost("webhook", LIST, "", "URL notified of migration events; repeatable"),
     ghost("webhook-secret", STR, "", "secret that signs webhook payloads"),
     ghost("checksum", BOOL, "true", "compare both tables chunk by chunk before the cut-over; chunks that differ are copied again"),
+    ghost("defer-secondary-indexes", BOOL, "false", "copy into the ghost table without its plain secondary indexes and build them online after the row copy"),
     ghost("copy-threads", UINT, "1", "chunks copied at once, each on its own connection (1 to 64)"),
     ghost("target-chunk-time-millis", UINT, "0", "resize chunks so each copy takes about this long, starting from --chunk-size; 0 keeps the size fixed"),
 ];
@@ -382,6 +383,7 @@ pub struct MigrateFlags {
     pub webhook: Vec<String>,
     pub webhook_secret: Secret,
     pub checksum: bool,
+    pub defer_secondary_indexes: bool,
     pub target_chunk_time_millis: u32,
     pub copy_threads: u32,
     /// Values gh-ost would silently adjust or ignore; the caller should log them.
@@ -508,6 +510,7 @@ impl Default for MigrateFlags {
             webhook: Vec::new(),
             webhook_secret: Secret::default(),
             checksum: true,
+            defer_secondary_indexes: false,
             target_chunk_time_millis: 0,
             copy_threads: 1,
             warnings: Vec::new(),
@@ -907,6 +910,7 @@ impl MigrateFlags {
             "webhook" => self.webhook.push(v.string()),
             "webhook-secret" => self.webhook_secret = v.secret(),
             "checksum" => self.checksum = v.boolean()?,
+            "defer-secondary-indexes" => self.defer_secondary_indexes = v.boolean()?,
             "target-chunk-time-millis" => self.target_chunk_time_millis = v.uint32()?,
             "copy-threads" => self.copy_threads = v.uint32()?,
             _ => return Err(unknown_flag(name)),

@@ -519,6 +519,7 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     cfg.ok_to_drop_table = flags.ok_to_drop_table;
     cfg.timestamp_old_table = flags.timestamp_old_table;
     cfg.checksum = flags.checksum;
+    cfg.defer_secondary_indexes = flags.defer_secondary_indexes;
     cfg.revert_from = flags.revert.then(|| flags.old_table.clone());
     cfg.copy_threads = flags.copy_threads as usize;
     cfg.target_chunk_time = (flags.target_chunk_time_millis > 0)

@@ -89,6 +89,26 @@ impl Changelog {
     }
 }
 
+/// The longest value a changelog row holds (its `value` column).
+pub const VALUE_MAX: usize = 4096;
+
+/// `json` with every non-ASCII character escaped (`\uXXXX`): the changelog's value column is
+/// ASCII.
+pub fn ascii_json(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        }
+    }
+    out
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }

@@ -59,6 +59,9 @@ pub struct MigrationConfig {
     pub target_chunk_time: Option<Duration>,
     /// Chunks copied at once, each on its own session (`migration/parallel_copy.rs`); 1: serial.
     pub copy_threads: usize,
+    /// Copy without the ghost table's plain secondary indexes and build them after the row copy
+    /// (`migration/deferred_indexes.rs`).
+    pub defer_secondary_indexes: bool,
     /// `--revert --old-table=NAME`: bring the old table a migration kept up to date from its
     /// cut-over checkpoint, and swap it back in. The ALTER is ignored.
     pub revert_from: Option<String>,
@@ -143,6 +146,7 @@ impl MigrationConfig {
             target_chunk_time: None,
             revert_from: None,
             copy_threads: 1,
+            defer_secondary_indexes: false,
             force_table_names: None,
             allow_nullable_unique_key: false,
             allow_zero_in_date: false,

@@ -130,6 +130,7 @@ macro_rules! on_ddl {
 
 mod cut_over;
 pub mod deferred_indexes;
+mod index_build;
 mod parallel_copy;
 pub mod recover;
 mod verify;
@@ -696,6 +697,10 @@ impl Run {
 
         if !resuming {
             self.create_ghost_table().await?;
+            // A dry run shows the ghost table as it will be; a revert's ghost is the old table.
+            if self.cfg.defer_secondary_indexes && self.cfg.execute && !reverting {
+                self.defer_secondary_indexes().await?;
+            }
             changelog
                 .write_state(&mut self.ddl_conn, STATE_GHOST_TABLE_MIGRATED)
                 .await?;
@@ -896,6 +901,7 @@ impl Run {
             .fire(HookPoint::RowCopyComplete, &snapshot, &[])
             .await?;
         self.maybe_checkpoint(&live, None, true, true).await;
+        self.build_deferred_indexes(&mut live).await?;
         self.verify(&mut live).await?;
 
         let snapshot = self.progress.borrow().clone();

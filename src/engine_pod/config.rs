@@ -183,6 +183,11 @@ pub fn migration_config(
         .and_then(|t| usize::try_from(t).ok())
         .unwrap_or(1)
         .clamp(1, 64);
+    cfg.defer_secondary_indexes = spec
+        .copy
+        .as_ref()
+        .and_then(|c| c.defer_secondary_indexes)
+        .unwrap_or(false);
     cfg.target_chunk_time = spec
         .copy
         .as_ref()
@@ -347,7 +352,7 @@ spec:
   table: users
   alter: ALTER TABLE shop.users ADD COLUMN age INT
   execute: false
-  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, dmlBatchSize: 50, niceRatio: 0.5}
+  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, deferSecondaryIndexes: true, dmlBatchSize: 50, niceRatio: 0.5}
   throttle:
     paused: true
     maxLagMillis: 2000
@@ -458,6 +463,7 @@ spec:
         assert!(!cfg.checksum, "verify.checksum: false");
         assert_eq!(cfg.target_chunk_time, Some(Duration::from_millis(500)));
         assert_eq!(cfg.copy_threads, 4);
+        assert!(cfg.defer_secondary_indexes);
         let hooks = &cfg.hooks.webhooks;
         assert_eq!(hooks.len(), 2);
         assert_eq!(hooks[0].url, "https://hooks/a");

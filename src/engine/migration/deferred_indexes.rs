@@ -16,6 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::changelog::{VALUE_MAX, ascii_json};
 use crate::sql::{qualified, quote_ident};
 
 /// The changelog hint under which the deferred definitions are recorded.
@@ -88,6 +89,13 @@ pub fn add_statement(database: &str, ghost: &str, indexes: &[DeferredIndex]) -> 
         qualified(database, ghost),
         adds.join(", ")
     )
+}
+
+/// The changelog value recording `indexes` (ASCII JSON); None when it would not fit, and the
+/// indexes are then not deferred.
+pub fn to_record(indexes: &[DeferredIndex]) -> Option<String> {
+    let json = serde_json::to_string(indexes).ok()?;
+    Some(ascii_json(&json)).filter(|record| record.len() <= VALUE_MAX)
 }
 
 /// The indexes of `wanted` that `create_table` (the ghost now) lacks: what is left to add,
@@ -172,10 +180,19 @@ mod tests {
     }
 
     #[test]
-    fn records_round_trip() {
-        let wanted = deferrable(CREATE);
-        let json = serde_json::to_string(&wanted).expect("json");
-        let back: Vec<DeferredIndex> = serde_json::from_str(&json).expect("parse");
+    fn records_round_trip_in_ascii_and_fit_or_are_refused() {
+        let mut wanted = deferrable(CREATE);
+        wanted[0].definition = "KEY `ix_kunde` (`customer`) COMMENT 'Kundennummer, größer 0 😀'".into();
+        let record = to_record(&wanted).expect("fits");
+        assert!(record.is_ascii(), "{record}");
+        let back: Vec<DeferredIndex> = serde_json::from_str(&record).expect("parse");
         assert_eq!(back, wanted);
+        let many: Vec<DeferredIndex> = (0..100)
+            .map(|i| DeferredIndex {
+                name: format!("ix_{i}"),
+                definition: format!("KEY `ix_{i}` (`a_rather_long_column_name_{i}`)"),
+            })
+            .collect();
+        assert_eq!(to_record(&many), None);
     }
 }

@@ -58,19 +58,7 @@ pub struct CutOverRecord {
 impl CutOverRecord {
     /// JSON with every non-ASCII character escaped: the changelog's value column is ASCII.
     pub fn to_json(&self) -> String {
-        let json = serde_json::to_string(self).unwrap_or_default();
-        let mut out = String::with_capacity(json.len());
-        for c in json.chars() {
-            if c.is_ascii() {
-                out.push(c);
-            } else {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    out.push_str(&format!("\\u{unit:04x}"));
-                }
-            }
-        }
-        out
+        crate::engine::changelog::ascii_json(&serde_json::to_string(self).unwrap_or_default())
     }
 
     pub fn from_json(text: &str) -> Result<Self> {
