@@ -409,7 +409,9 @@ async fn deferred_secondary_indexes_under_mixed_load() {
     let alter = "ADD COLUMN e INT NOT NULL DEFAULT 7, ADD KEY ix_e (e, a)";
     // What an offline ALTER makes of the same table.
     admin
-        .query_drop(format!("CREATE TABLE reference LIKE t; ALTER TABLE reference {alter}"))
+        .query_drop(format!(
+            "CREATE TABLE reference LIKE t; ALTER TABLE reference {alter}"
+        ))
         .await
         .expect("reference table");
     let expected = definition(&mut admin, "reference").await;
@@ -432,7 +434,10 @@ async fn deferred_secondary_indexes_under_mixed_load() {
     for name in ["ix_c", "ix_bd", "ix_e"] {
         assert!(recorded.contains(name), "{name} not deferred: {recorded}");
     }
-    assert!(!recorded.contains("uk_a"), "a unique key was deferred: {recorded}");
+    assert!(
+        !recorded.contains("uk_a"),
+        "a unique key was deferred: {recorded}"
+    );
     assert_eq!(
         definition(&mut admin, "_t_gho").await,
         expected,

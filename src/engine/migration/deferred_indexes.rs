@@ -182,7 +182,8 @@ mod tests {
     #[test]
     fn records_round_trip_in_ascii_and_fit_or_are_refused() {
         let mut wanted = deferrable(CREATE);
-        wanted[0].definition = "KEY `ix_kunde` (`customer`) COMMENT 'Kundennummer, größer 0 😀'".into();
+        wanted[0].definition =
+            "KEY `ix_kunde` (`customer`) COMMENT 'Kundennummer, größer 0 😀'".into();
         let record = to_record(&wanted).expect("fits");
         assert!(record.is_ascii(), "{record}");
         let back: Vec<DeferredIndex> = serde_json::from_str(&record).expect("parse");

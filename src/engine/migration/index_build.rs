@@ -46,15 +46,11 @@ impl Run {
         self.changelog()
             .write_record(&mut self.ddl_conn, RECORD_HINT, &record)
             .await?;
-        let drop = deferred_indexes::drop_statement(
-            &self.cfg.database,
-            &self.names.ghost,
-            &indexes,
-        );
-        self.ddl_conn
-            .query_drop(&drop)
-            .await
-            .sql_context(|| "dropping the ghost table's secondary indexes until the copy ends".into())?;
+        let drop =
+            deferred_indexes::drop_statement(&self.cfg.database, &self.names.ghost, &indexes);
+        self.ddl_conn.query_drop(&drop).await.sql_context(|| {
+            "dropping the ghost table's secondary indexes until the copy ends".into()
+        })?;
         info!(
             indexes = %indexes.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
             "secondary indexes deferred until the row copy is complete"
