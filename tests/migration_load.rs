@@ -151,36 +151,12 @@ async fn ghost_table_equals_original_under_mixed_load() {
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.expect("writer");
 
-    // Every change up to here must reach the ghost table: wait until the engine applied past the
-    // primary's current binlog position.
-    let server = ServerInfo::detect(&mut admin).await.expect("server");
-    let end = server
-        .binlog_coordinates(&mut admin)
-        .await
-        .expect("position");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let applied = progress_rx.borrow().applied_position.clone();
-        if applied.as_ref().is_some_and(|p| p.coordinates >= end) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backlog not applied: {applied:?} < {end}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let original = rows(&mut admin, "t", "id, a, b, c, d").await;
-    let ghost = rows(&mut admin, "_t_gho", "id, a, b, c, d").await;
+    let original = backlog_applied_and_tables_equal(&mut admin, &progress_rx).await;
     assert!(
         original.len() > 2900,
         "the table kept its rows: {}",
         original.len()
     );
-    assert_eq!(original.len(), ghost.len(), "row counts differ");
-    for (o, g) in original.iter().zip(ghost.iter()) {
-        assert_eq!(o.clone().unwrap(), g.clone().unwrap(), "rows differ");
-    }
 
     controls_tx.send_modify(|c| c.postpone_cut_over = false);
     let outcome = migration.await.expect("task").expect("migration");
@@ -198,6 +174,111 @@ async fn ghost_table_equals_original_under_mixed_load() {
     // consistent point holds under load.
     assert_eq!(p.checksum_passes, 1, "the checksum gate ran once");
     assert_eq!(p.chunks_recopied, 0, "the checksum found false differences");
+}
+
+/// Waits until the engine applied past the primary's current binlog position (every change up to
+/// here reached the ghost table), then asserts both tables hold the same rows; returns them.
+async fn backlog_applied_and_tables_equal(
+    admin: &mut Conn,
+    progress_rx: &watch::Receiver<Progress>,
+) -> Vec<Row> {
+    let server = ServerInfo::detect(admin).await.expect("server");
+    let end = server.binlog_coordinates(admin).await.expect("position");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let applied = progress_rx.borrow().applied_position.clone();
+        if applied.as_ref().is_some_and(|p| p.coordinates >= end) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backlog not applied: {applied:?} < {end}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let original = rows(admin, "t", "id, a, b, c, d").await;
+    let ghost = rows(admin, "_t_gho", "id, a, b, c, d").await;
+    assert_eq!(original.len(), ghost.len(), "row counts differ");
+    for (o, g) in original.iter().zip(ghost.iter()) {
+        assert_eq!(o.clone().unwrap(), g.clone().unwrap(), "rows differ");
+    }
+    original
+}
+
+/// Changes right at the copy's frontier, where the applier decides between writing a change and
+/// leaving it to the copy (`--skip-uncopied-changes`): with the checksum off nothing repairs a
+/// wrong decision, so the tables must be equal by the apply path alone. The copy is slowed down
+/// (small chunks, nice ratio) so the writer can keep up with its frontier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_at_the_copy_frontier_are_kept() {
+    let schema = common::TestSchema::create("frontier").await;
+    let mut admin = schema.admin_config().connect().await.expect("admin");
+    create_table(&mut admin, 3000).await;
+
+    let mut cfg = config(&schema.name, "ADD COLUMN e INT NOT NULL DEFAULT 7");
+    cfg.checksum = false;
+    let (controls_tx, controls_rx) = watch::channel(Controls {
+        chunk_size: 40,
+        nice_ratio: 2.0,
+        postpone_cut_over: true,
+        ..Controls::default()
+    });
+    let (progress_tx, mut progress_rx) = watch::channel(Progress::default());
+    let migration = tokio::spawn(Migration::new(cfg, controls_rx, progress_tx).run());
+
+    // The seeded ids are 1..=3000 with no gaps, so the rows copied so far are the copy's frontier.
+    let mut writer = schema.admin_config().connect().await.expect("writer");
+    let mut writes = 0u64;
+    let mut frontiers_seen = std::collections::BTreeSet::new();
+    loop {
+        let p = progress_rx.borrow().clone();
+        if p.phase != Phase::Copying && p.phase != Phase::Pending && p.phase != Phase::Validating {
+            break;
+        }
+        let frontier = p.rows_copied;
+        if frontier < 10 || frontier >= 2990 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            continue;
+        }
+        frontiers_seen.insert(frontier);
+        writes += 1;
+        let near = |d: u64| frontier + d % 9 - 4; // frontier-4 ..= frontier+4
+        let sql = match writes % 6 {
+            0 | 1 => format!(
+                "UPDATE t SET b = CONCAT(b, '+'), d = d + 1 WHERE id = {}",
+                near(writes)
+            ),
+            2 => format!("DELETE FROM t WHERE id = {}", near(writes / 3)),
+            // A deleted id written again, with other values.
+            3 => format!(
+                "INSERT IGNORE INTO t (id, a, b) VALUES ({id}, {a}, 'again {writes}')",
+                id = near(writes / 2),
+                a = 5_000_000 + writes
+            ),
+            // Key moves from the frontier to past the copy's end, and back into a gap near it.
+            4 => format!(
+                "UPDATE t SET id = id + 100000 WHERE id = {}",
+                near(writes / 5)
+            ),
+            _ => format!(
+                "UPDATE IGNORE t SET id = {} WHERE id = {}",
+                near(writes / 7),
+                100_000 + near(writes / 11)
+            ),
+        };
+        let _ = writer.query_drop(sql).await;
+    }
+    wait_phase(&mut progress_rx, Phase::Postponed, Duration::from_secs(120)).await;
+    let original = backlog_applied_and_tables_equal(&mut admin, &progress_rx).await;
+    eprintln!(
+        "frontier: {writes} writes at {} frontiers, {} rows",
+        frontiers_seen.len(),
+        original.len()
+    );
+    assert!(frontiers_seen.len() > 20, "the writer followed the copy");
+    controls_tx.send_modify(|c| c.postpone_cut_over = false);
+    let outcome = migration.await.expect("task").expect("migration");
+    assert!(matches!(outcome, Outcome::Migrated { .. }), "{outcome:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

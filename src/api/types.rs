@@ -313,6 +313,16 @@ pub struct CopySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defer_secondary_indexes: Option<bool>,
 
+    /// Leave binary log changes to rows the copy has not reached yet to the copy (a single
+    /// integer key only; ghost's --skip-uncopied-changes). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_uncopied_changes: Option<bool>,
+
+    /// Write each batch of binary log changes as each row's last image, in multi-row statements
+    /// (ghost's --coalesce-changes). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce_changes: Option<bool>,
+
     /// Binary log events applied per transaction. Default 10. Annotation ghost/dml-batch-size
     /// overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

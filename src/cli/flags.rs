@@ -238,6 +238,8 @@ pub static FLAGS: &[FlagDef] = &[
     ghost("webhook-secret", STR, "", "secret that signs webhook payloads"),
     ghost("checksum", BOOL, "true", "compare both tables chunk by chunk before the cut-over; chunks that differ are copied again"),
     ghost("defer-secondary-indexes", BOOL, "false", "copy into the ghost table without its plain secondary indexes and build them online after the row copy"),
+    ghost("skip-uncopied-changes", BOOL, "true", "leave binlog changes to rows the copy has not reached yet to the copy (single integer key)"),
+    ghost("coalesce-changes", BOOL, "true", "write each batch of binlog changes as each row's last image, in multi-row statements (when every new unique key is enforced by the original)"),
     ghost("copy-threads", UINT, "1", "chunks copied at once, each on its own connection (1 to 64)"),
     ghost("target-chunk-time-millis", UINT, "0", "resize chunks so each copy takes about this long, starting from --chunk-size; 0 keeps the size fixed"),
 ];
@@ -384,6 +386,8 @@ pub struct MigrateFlags {
     pub webhook_secret: Secret,
     pub checksum: bool,
     pub defer_secondary_indexes: bool,
+    pub skip_uncopied_changes: bool,
+    pub coalesce_changes: bool,
     pub target_chunk_time_millis: u32,
     pub copy_threads: u32,
     /// Values gh-ost would silently adjust or ignore; the caller should log them.
@@ -511,6 +515,8 @@ impl Default for MigrateFlags {
             webhook_secret: Secret::default(),
             checksum: true,
             defer_secondary_indexes: false,
+            skip_uncopied_changes: true,
+            coalesce_changes: true,
             target_chunk_time_millis: 0,
             copy_threads: 1,
             warnings: Vec::new(),
@@ -911,6 +917,8 @@ impl MigrateFlags {
             "webhook-secret" => self.webhook_secret = v.secret(),
             "checksum" => self.checksum = v.boolean()?,
             "defer-secondary-indexes" => self.defer_secondary_indexes = v.boolean()?,
+            "skip-uncopied-changes" => self.skip_uncopied_changes = v.boolean()?,
+            "coalesce-changes" => self.coalesce_changes = v.boolean()?,
             "target-chunk-time-millis" => self.target_chunk_time_millis = v.uint32()?,
             "copy-threads" => self.copy_threads = v.uint32()?,
             _ => return Err(unknown_flag(name)),
@@ -1501,7 +1509,7 @@ mod tests {
     #[test]
     fn table_has_every_gh_ost_flag_once() {
         assert_eq!(FLAGS.iter().filter(|def| !def.ghost_only).count(), 108);
-        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 11);
+        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 13);
         let mut names: Vec<&str> = FLAGS.iter().map(|def| def.name).collect();
         names.sort_unstable();
         names.dedup();

@@ -520,6 +520,8 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     cfg.timestamp_old_table = flags.timestamp_old_table;
     cfg.checksum = flags.checksum;
     cfg.defer_secondary_indexes = flags.defer_secondary_indexes;
+    cfg.skip_uncopied_changes = flags.skip_uncopied_changes;
+    cfg.coalesce_changes = flags.coalesce_changes;
     cfg.revert_from = flags.revert.then(|| flags.old_table.clone());
     cfg.copy_threads = flags.copy_threads as usize;
     cfg.target_chunk_time = (flags.target_chunk_time_millis > 0)

@@ -1,7 +1,11 @@
 //! Turns row changes from the streamer into statements on the target (ghost) table, and applies
 //! them in batches, one transaction per batch.
 
+mod batch;
+
 use mysql_async::{Conn, Value, prelude::Queryable};
+
+pub use batch::KeyWindow;
 
 use super::conn::in_transaction;
 use super::copier::fail_on_warnings;
@@ -142,6 +146,8 @@ pub struct ApplyPlan {
     written: Vec<usize>,
     key: Vec<usize>,
     mode: WriteMode,
+    /// REPLACE mode writes each batch as its keys' last states (`batch.rs`).
+    coalesce: bool,
     target: String,
     slots: Vec<ColumnSlot>,
     key_slots: Vec<ColumnSlot>,
@@ -220,6 +226,7 @@ impl ApplyPlan {
             written,
             key: key_indexes,
             mode: WriteMode::InsertOrUpdate,
+            coalesce: false,
             target: target_name,
             slots,
             key_slots,
@@ -229,6 +236,12 @@ impl ApplyPlan {
     /// The same plan writing with `mode`.
     pub fn with_mode(mut self, mode: WriteMode) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// The same plan collapsing each batch to its keys' last states when in REPLACE mode.
+    pub fn with_coalescing(mut self, coalesce: bool) -> Self {
+        self.coalesce = coalesce;
         self
     }
 
@@ -388,17 +401,16 @@ impl ApplyPlan {
     /// migration key name), a warning other than a duplicate on that key fails the batch.
     /// `under_lock`: the session holds LOCK TABLES with autocommit off, where START TRANSACTION
     /// would release the lock; the batch then ends with COMMIT alone.
+    /// Changes to keys in `window` are left to the row copy ([`KeyWindow`]).
     pub async fn apply_batch(
         &self,
         conn: &mut Conn,
         changes: &[RowChange],
+        window: Option<&KeyWindow>,
         check_warnings: Option<&str>,
         under_lock: bool,
     ) -> Result<()> {
-        let mut statements = Vec::with_capacity(changes.len());
-        for change in changes {
-            statements.extend(self.statements(change)?);
-        }
+        let statements = self.batch_statements(changes, window)?;
         let total = statements.len();
         let run = async |conn: &mut Conn| {
             for (i, statement) in statements.into_iter().enumerate() {

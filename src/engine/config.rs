@@ -62,6 +62,12 @@ pub struct MigrationConfig {
     /// Copy without the ghost table's plain secondary indexes and build them after the row copy
     /// (`migration/deferred_indexes.rs`).
     pub defer_secondary_indexes: bool,
+    /// While one copier runs, changes to integer keys it has not reached are left to it
+    /// (`applier::KeyWindow`).
+    pub skip_uncopied_changes: bool,
+    /// In REPLACE mode, each apply batch is written as each key's last state in multi-row
+    /// statements (`applier/batch.rs`).
+    pub coalesce_changes: bool,
     /// `--revert --old-table=NAME`: bring the old table a migration kept up to date from its
     /// cut-over checkpoint, and swap it back in. The ALTER is ignored.
     pub revert_from: Option<String>,
@@ -147,6 +153,8 @@ impl MigrationConfig {
             revert_from: None,
             copy_threads: 1,
             defer_secondary_indexes: false,
+            skip_uncopied_changes: true,
+            coalesce_changes: true,
             force_table_names: None,
             allow_nullable_unique_key: false,
             allow_zero_in_date: false,

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use super::alter::{AlterStatement, parse_alter};
-use super::applier::{ApplyPlan, WriteMode, sql_mode_expression};
+use super::applier::{ApplyPlan, KeyWindow, WriteMode, sql_mode_expression};
 use super::changelog::{
     Changelog, ChangelogEvent, STATE_GHOST_TABLE_MIGRATED, STATE_MIGRATED, STATE_READ_RANGE,
     interpret,
@@ -335,6 +335,10 @@ struct Live {
     skipped_ranges: Vec<KeyRange>,
     /// Where the transaction after the last one seen begins (applied or not).
     last_commit: Option<BinlogPosition>,
+    /// The shared key is one integer column (`KeyWindow`'s condition).
+    integer_key: bool,
+    /// While a single copier runs: the keys it has yet to read, whose changes it will pick up.
+    copy_window: Option<KeyWindow>,
 }
 
 impl Run {
@@ -774,7 +778,8 @@ impl Run {
             &key.columns,
             &self.time_zone,
         )?
-        .with_mode(write_mode);
+        .with_mode(write_mode)
+        .with_coalescing(self.cfg.coalesce_changes);
         let copy_key = CopyKey {
             name: key.name.clone(),
             columns: key.columns.clone(),
@@ -805,6 +810,14 @@ impl Run {
             self.server.share_lock_clause(),
         )
         .with_ghost_key_name(&ghost_key);
+        // Changes to keys the copy has not reached are left to it only for a single integer key,
+        // the one order this side can reproduce without the server's collation.
+        let integer_key = match key.columns.as_slice() {
+            [column] => self.original.column_index(column).is_some_and(|i| {
+                matches!(self.original.columns[i].kind, ColumnKind::Integer { .. })
+            }),
+            _ => false,
+        };
         let apply_conn = self.sessions.apply.open().await?;
         let copy_conn = self.open_copy_session().await?;
 
@@ -827,6 +840,8 @@ impl Run {
             verify_plan,
             skipped_ranges: Vec::new(),
             last_commit: None,
+            integer_key,
+            copy_window: None,
         };
         if !resuming {
             self.wait_for_state(
@@ -1099,7 +1114,7 @@ impl Run {
             return Ok(());
         };
         // A resume continues after the last key the checkpoint saw copied.
-        let (mut lower, mut first) = match copied_through {
+        let (lower, first) = match copied_through {
             Some(key) => (key, false),
             None => (min, true),
         };
@@ -1108,8 +1123,25 @@ impl Run {
                 .copy_rows_parallel(live, (lower, first), max, self.cfg.copy_threads)
                 .await;
         }
+        let result = self.copy_rows_serially(live, lower, first, max).await;
+        // Past the copy (or on its failure) every change is applied again.
+        live.copy_window = None;
+        result
+    }
+
+    /// One copier, chunk after chunk, applying the binlog's changes between chunks.
+    async fn copy_rows_serially(
+        &mut self,
+        live: &mut Live,
+        mut lower: KeyTuple,
+        mut first: bool,
+        max: KeyTuple,
+    ) -> Result<()> {
         let (mut rate, mut sizer) = self.copy_pace();
         loop {
+            if self.cfg.skip_uncopied_changes && live.integer_key {
+                live.copy_window = KeyWindow::not_yet_copied(&lower, first, &max);
+            }
             self.check_abort()?;
             // Throttling pauses both sides: queued changes wait in the bounded channel (and, past
             // it, in the server's binlog) until the throttle lifts.
@@ -1434,6 +1466,7 @@ impl Run {
                 .apply_batch(
                     &mut live.apply_conn,
                     &changes,
+                    live.copy_window.as_ref(),
                     check.as_deref(),
                     live.apply_under_lock,
                 )

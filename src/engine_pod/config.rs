@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use crate::api::engine_files::tls_files;
 use crate::api::types::{
-    HookEvent, OldTable, SchemaMigration, SchemaMigrationSpec, TlsMode, TlsSpec,
+    CopySpec, HookEvent, OldTable, SchemaMigration, SchemaMigrationSpec, TlsMode, TlsSpec,
 };
 use crate::engine::alter::{AlterStatement, parse_alter};
 use crate::engine::config::MigrationConfig;
@@ -188,6 +188,11 @@ pub fn migration_config(
         .as_ref()
         .and_then(|c| c.defer_secondary_indexes)
         .unwrap_or(false);
+    let copy_option = |pick: fn(&CopySpec) -> Option<bool>, default: bool| {
+        spec.copy.as_ref().and_then(pick).unwrap_or(default)
+    };
+    cfg.skip_uncopied_changes = copy_option(|c| c.skip_uncopied_changes, true);
+    cfg.coalesce_changes = copy_option(|c| c.coalesce_changes, true);
     cfg.target_chunk_time = spec
         .copy
         .as_ref()
@@ -352,7 +357,7 @@ spec:
   table: users
   alter: ALTER TABLE shop.users ADD COLUMN age INT
   execute: false
-  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, deferSecondaryIndexes: true, dmlBatchSize: 50, niceRatio: 0.5}
+  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, deferSecondaryIndexes: true, skipUncopiedChanges: false, coalesceChanges: false, dmlBatchSize: 50, niceRatio: 0.5}
   throttle:
     paused: true
     maxLagMillis: 2000
@@ -464,6 +469,7 @@ spec:
         assert_eq!(cfg.target_chunk_time, Some(Duration::from_millis(500)));
         assert_eq!(cfg.copy_threads, 4);
         assert!(cfg.defer_secondary_indexes);
+        assert!(!cfg.skip_uncopied_changes && !cfg.coalesce_changes);
         let hooks = &cfg.hooks.webhooks;
         assert_eq!(hooks.len(), 2);
         assert_eq!(hooks[0].url, "https://hooks/a");

@@ -36,6 +36,29 @@ pub fn replace_into(table: &str, columns: &[ColumnSlot]) -> String {
     )
 }
 
+/// `REPLACE INTO t (a, b) VALUES (?, ?), (?, ?), …` with `rows` row groups: one round trip for a
+/// batch's final row images (see `engine::applier::batch`).
+pub fn replace_rows_into(table: &str, columns: &[ColumnSlot], rows: usize) -> String {
+    let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let values: Vec<&str> = columns.iter().map(|c| c.placeholder.as_str()).collect();
+    let group = format!("({})", values.join(", "));
+    format!(
+        "REPLACE INTO {table} ({}) VALUES {}",
+        names.join(", "),
+        vec![group; rows.max(1)].join(", ")
+    )
+}
+
+/// `DELETE FROM t WHERE (k <=> ?) OR (k <=> ?) …` for `rows` keys (null-safe like
+/// [`delete_by_key`]).
+pub fn delete_by_keys(table: &str, key: &[ColumnSlot], rows: usize) -> String {
+    let one = format!("({})", key_condition(key));
+    format!(
+        "DELETE FROM {table} WHERE {}",
+        vec![one; rows.max(1)].join(" OR ")
+    )
+}
+
 /// `SELECT COUNT(*) FROM t WHERE k <=> ? [AND a <=> ? ...]`: whether a row with this key (and,
 /// given `columns`, exactly these values) is there.
 pub fn count_matching(table: &str, key: &[ColumnSlot], columns: &[ColumnSlot]) -> String {
@@ -103,6 +126,23 @@ mod tests {
         assert_eq!(
             count_matching("`d`.`t`", &key, &cols[1..]),
             "SELECT COUNT(*) FROM `d`.`t` WHERE `id` <=> ? AND `na``me` <=> CONVERT(? USING latin1)"
+        );
+    }
+
+    #[test]
+    fn builds_the_multi_row_shapes() {
+        let cols = [slot("id", "?"), slot("b", "CONVERT(? USING latin1)")];
+        assert_eq!(
+            replace_rows_into("`d`.`t`", &cols, 2),
+            "REPLACE INTO `d`.`t` (`id`, `b`) VALUES (?, CONVERT(? USING latin1)), (?, CONVERT(? USING latin1))"
+        );
+        assert_eq!(
+            delete_by_keys("`d`.`t`", &[slot("a", "?"), slot("b", "?")], 2),
+            "DELETE FROM `d`.`t` WHERE (`a` <=> ? AND `b` <=> ?) OR (`a` <=> ? AND `b` <=> ?)"
+        );
+        assert_eq!(
+            replace_rows_into("`d`.`t`", &cols[..1], 1),
+            "REPLACE INTO `d`.`t` (`id`) VALUES (?)"
         );
     }
 }

@@ -468,7 +468,7 @@ async fn merge(
         match verdict {
             Verdict::Present => report.present += 1,
             Verdict::Apply => {
-                plan.apply_batch(conn, std::slice::from_ref(change), None, false)
+                plan.apply_batch(conn, std::slice::from_ref(change), None, None, false)
                     .await?;
                 report.applied += 1;
             }
