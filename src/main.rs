@@ -13,6 +13,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run one migration from the command line, with gh-ost's flags.
+    // `--help` lists gh-ost's flags (the flag parser's own help), as gh-ost users expect.
+    #[command(disable_help_flag = true)]
     Migrate {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,

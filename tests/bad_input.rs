@@ -423,3 +423,22 @@ async fn a_silent_server_is_given_up_after_mysql_timeout() {
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("--mysql-timeout=1"), "{stderr}");
 }
+
+/// gh-ost users ask `--help` and get gh-ost's flags (clap's own help listed none of them).
+#[test]
+fn help_lists_the_gh_ost_flags() {
+    for flag in ["--help", "-help"] {
+        let out = Command::new(common::ghost_bin())
+            .args(["migrate", flag])
+            .output()
+            .expect("run ghost");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{flag}: {out:?}");
+        for listed in ["--alter", "--chunk-size", "--skip-uncopied-changes"] {
+            assert!(
+                text.contains(listed),
+                "{flag}: {listed} missing from {text}"
+            );
+        }
+    }
+}

@@ -851,6 +851,10 @@ spawn_server() {
   local role=$1 dir
   dir=$(role_dir "$role")
   rm -f "$(pidfile_of "$role")"
+  # The role is not running: a socket lock a killed server left names a pid that may belong to
+  # another process by now, and MySQL would refuse to start ("Another process ... is using unix
+  # socket file").
+  rm -f "$(sock_of "$role")" "$(sock_of "$role").lock"
   mkdir -p "$dir/tmp"
   ENGINE_TMPDIR="$dir/tmp"
   engine_argv

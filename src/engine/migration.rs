@@ -335,8 +335,9 @@ struct Live {
     skipped_ranges: Vec<KeyRange>,
     /// Where the transaction after the last one seen begins (applied or not).
     last_commit: Option<BinlogPosition>,
-    /// The shared key is one integer column (`KeyWindow`'s condition).
-    integer_key: bool,
+    /// The shared key is one integer column and the ghost table's only unique key
+    /// (`KeyWindow`'s conditions).
+    copy_window_allowed: bool,
     /// While a single copier runs: the keys it has yet to read, whose changes it will pick up.
     copy_window: Option<KeyWindow>,
 }
@@ -811,13 +812,16 @@ impl Run {
         )
         .with_ghost_key_name(&ghost_key);
         // Changes to keys the copy has not reached are left to it only for a single integer key,
-        // the one order this side can reproduce without the server's collation.
-        let integer_key = match key.columns.as_slice() {
-            [column] => self.original.column_index(column).is_some_and(|i| {
-                matches!(self.original.columns[i].kind, ColumnKind::Integer { .. })
-            }),
-            _ => false,
-        };
+        // the one order this side can reproduce without the server's collation, and only when
+        // the ghost table has no other unique key: there the copy never skips a row (a skipped
+        // row's own changes would otherwise be what writes it).
+        let copy_window_allowed = ghost_keys.len() == 1
+            && match key.columns.as_slice() {
+                [column] => self.original.column_index(column).is_some_and(|i| {
+                    matches!(self.original.columns[i].kind, ColumnKind::Integer { .. })
+                }),
+                _ => false,
+            };
         let apply_conn = self.sessions.apply.open().await?;
         let copy_conn = self.open_copy_session().await?;
 
@@ -840,7 +844,7 @@ impl Run {
             verify_plan,
             skipped_ranges: Vec::new(),
             last_commit: None,
-            integer_key,
+            copy_window_allowed,
             copy_window: None,
         };
         if !resuming {
@@ -1139,7 +1143,7 @@ impl Run {
     ) -> Result<()> {
         let (mut rate, mut sizer) = self.copy_pace();
         loop {
-            if self.cfg.skip_uncopied_changes && live.integer_key {
+            if self.cfg.skip_uncopied_changes && live.copy_window_allowed {
                 live.copy_window = KeyWindow::not_yet_copied(&lower, first, &max);
             }
             self.check_abort()?;

@@ -92,12 +92,37 @@ impl Progress {
             return 100.0;
         }
         if self.rows_estimate == 0 {
-            return if self.phase == Phase::Copying {
+            // Before the copy the estimate is not known yet: nothing is done.
+            return if matches!(
+                self.phase,
+                Phase::Pending | Phase::Validating | Phase::Copying
+            ) {
                 0.0
             } else {
                 100.0
             };
         }
         (self.rows_copied as f64 * 100.0 / self.rows_estimate as f64).min(100.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_done_before_the_estimate_is_known() {
+        for phase in [Phase::Pending, Phase::Validating, Phase::Copying] {
+            let p = Progress {
+                phase,
+                ..Progress::default()
+            };
+            assert_eq!(p.percent(), 0.0, "{phase:?}");
+        }
+        let done = Progress {
+            phase: Phase::Postponed,
+            ..Progress::default()
+        };
+        assert_eq!(done.percent(), 100.0);
     }
 }

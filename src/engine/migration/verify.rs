@@ -18,6 +18,13 @@ const MAX_ROUNDS: u32 = 3;
 /// Attempts at the brief read lock that takes a consistent point.
 const LOCK_ATTEMPTS: u32 = 5;
 
+/// Two read views of one consistent point: the original's chunks are digested on one while the
+/// ghost's are on the other.
+struct Snapshots {
+    source: Conn,
+    ghost: Conn,
+}
+
 impl Run {
     /// Compares both tables when `cfg.checksum` is on; with it off, still the chunks whose copy
     /// skipped a row on another unique key. Ok once they match.
@@ -130,11 +137,13 @@ impl Run {
         only: Option<&[KeyRange]>,
         round: u32,
     ) -> Result<Vec<KeyRange>> {
-        let mut snapshot = self.consistent_point(live, round).await?;
-        let result = self.compare_chunks(live, plan, only, &mut snapshot).await;
-        // The snapshot only read; ending it releases its read view (purge may go on).
-        let _ = snapshot.query_drop("COMMIT").await;
-        let _ = snapshot.disconnect().await;
+        let mut snapshots = self.consistent_point(live, round).await?;
+        let result = self.compare_chunks(live, plan, only, &mut snapshots).await;
+        // The snapshots only read; ending them releases their read views (purge may go on).
+        for mut snapshot in [snapshots.source, snapshots.ghost] {
+            let _ = snapshot.query_drop("COMMIT").await;
+            let _ = snapshot.disconnect().await;
+        }
         result
     }
 
@@ -143,8 +152,12 @@ impl Run {
         live: &mut Live,
         plan: &ChecksumPlan,
         only: Option<&[KeyRange]>,
-        snapshot: &mut Conn,
+        snapshots: &mut Snapshots,
     ) -> Result<Vec<KeyRange>> {
+        let Snapshots {
+            source: snapshot,
+            ghost,
+        } = snapshots;
         let mut differing = Vec::new();
         let mut checked = 0u64;
         let mut check = |this: &mut Self, source_rows: u64| {
@@ -156,7 +169,7 @@ impl Run {
         if let Some(ranges) = only {
             for range in ranges {
                 self.between_chunks(live).await?;
-                let (source, ghost) = plan.compare(snapshot, range).await?;
+                let (source, ghost) = plan.compare(snapshot, ghost, range).await?;
                 if source != ghost {
                     differing.push(range.clone());
                 }
@@ -166,7 +179,7 @@ impl Run {
         }
         // The whole table, in the copy's chunks read inside the snapshot; the ends are open.
         let Some((min, max)) = live.copier.key_range(snapshot).await? else {
-            let (source, ghost) = plan.compare(snapshot, &KeyRange::ALL).await?;
+            let (source, ghost) = plan.compare(snapshot, ghost, &KeyRange::ALL).await?;
             if source != ghost {
                 differing.push(KeyRange::ALL);
             }
@@ -189,7 +202,7 @@ impl Run {
                 after: after.clone(),
                 through: if last { None } else { end.clone() },
             };
-            let (source, ghost) = plan.compare(snapshot, &range).await?;
+            let (source, ghost) = plan.compare(snapshot, ghost, &range).await?;
             if source != ghost {
                 differing.push(range);
             }
@@ -217,7 +230,7 @@ impl Run {
     /// read-locked, a changelog marker written after the lock is waited for through the binlog
     /// (so every earlier change is applied), and a consistent snapshot is opened before the
     /// lock is released. Writes to the original wait for about as long as a cut-over's lock.
-    async fn consistent_point(&mut self, live: &mut Live, round: u32) -> Result<Conn> {
+    async fn consistent_point(&mut self, live: &mut Live, round: u32) -> Result<Snapshots> {
         let timeout = self.cfg.cut_over_lock_timeout;
         let original = qualified(&self.cfg.database, &self.cfg.table);
         let mut last_error = String::new();
@@ -292,13 +305,22 @@ impl Run {
         live: &mut Live,
         round: u32,
         attempt: u32,
-    ) -> Result<Conn> {
+    ) -> Result<Snapshots> {
         let marker = format!("checksum point {round}.{attempt}");
         self.changelog()
             .write_state(&mut self.ddl_conn, &marker)
             .await?;
         self.wait_for_state(live, &marker, Wait::Total(self.cfg.cut_over_lock_timeout))
             .await?;
+        // Nothing changes either table until the lock is released and changes are applied
+        // again, so both snapshots see the same point.
+        Ok(Snapshots {
+            source: self.open_snapshot().await?,
+            ghost: self.open_snapshot().await?,
+        })
+    }
+
+    async fn open_snapshot(&self) -> Result<Conn> {
         let mut snapshot = self.applier_cfg.connect().await?;
         snapshot
             .query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
