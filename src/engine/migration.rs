@@ -11,23 +11,19 @@ use tracing::{info, warn};
 
 use super::alter::{AlterStatement, parse_alter};
 use super::applier::{ApplyPlan, KeyWindow, WriteMode, sql_mode_expression};
-use super::changelog::{
-    Changelog, ChangelogEvent, STATE_GHOST_TABLE_MIGRATED, STATE_MIGRATED, STATE_READ_RANGE,
-    interpret,
-};
+use super::changelog::{Changelog, STATE_GHOST_TABLE_MIGRATED, STATE_MIGRATED, STATE_READ_RANGE};
 use super::checkpoint::{Checkpoint, CheckpointTable};
 use super::checksum::{ChecksumPlan, KeyRange};
-use super::chunk_size::ChunkSizer;
 use super::config::{CutOverMode, MigrationConfig, Topology};
 use super::conn::{ConnectionConfig, SessionFactory};
 use super::controls::Controls;
-use super::copier::{ChunkResult, Copier, CopyKey, KeyTuple};
+use super::copier::{Copier, CopyKey, KeyTuple};
 use super::crash_point;
 use super::cutover::{self, GATE_COMMENT, SENTRY_COMMENT};
 use super::ddl::drop_table_if_exists;
 use super::dialect::{CutOverAlgorithm, ServerInfo};
 use super::error::{EngineError, Result, SqlContext, is_connection_error};
-use super::hooks::{HookPoint, Hooks, MigrationInfo, env_instant_ddl, env_last_batch_copy_error};
+use super::hooks::{HookPoint, Hooks, MigrationInfo, env_instant_ddl};
 use super::inspector::{self, Trigger, UniqueKey};
 use super::names::TableNames;
 use super::position::BinlogPosition;
@@ -49,53 +45,6 @@ pub enum Outcome {
     DryRun { ghost_create_table: String },
     /// `--resume` found an earlier run's cut-over past its swap and finished it.
     Recovered(recover::RecoveryReport),
-}
-
-/// Rows per second over a sliding window, so the ETA follows the current pace.
-struct MovingRate {
-    window: Duration,
-    samples: std::collections::VecDeque<(Instant, u64)>,
-}
-
-impl MovingRate {
-    fn new(window: Duration) -> Self {
-        Self {
-            window,
-            samples: std::collections::VecDeque::new(),
-        }
-    }
-
-    fn reset(&mut self) {
-        self.samples.clear();
-    }
-
-    /// `total` rows copied so far, the last `chunk_rows` of them in `chunk_time`.
-    fn record(&mut self, total: u64, chunk_rows: u64, chunk_time: Duration) {
-        let now = Instant::now();
-        if self.samples.is_empty() {
-            // A fresh window starts where the first chunk started.
-            self.samples
-                .push_back((now - chunk_time, total.saturating_sub(chunk_rows)));
-        }
-        self.samples.push_back((now, total));
-        while self.samples.len() > 2
-            && self
-                .samples
-                .front()
-                .is_some_and(|(at, _)| now.duration_since(*at) > self.window)
-        {
-            self.samples.pop_front();
-        }
-    }
-
-    fn per_second(&self) -> f64 {
-        match (self.samples.front(), self.samples.back()) {
-            (Some((t0, r0)), Some((t1, r1))) if t1 > t0 && r1 >= r0 => {
-                (r1 - r0) as f64 / t1.duration_since(*t0).as_secs_f64()
-            }
-            _ => 0.0,
-        }
-    }
 }
 
 /// Rows held for one apply transaction at most; only a larger source transaction is split.
@@ -128,12 +77,24 @@ macro_rules! on_ddl {
     }};
 }
 
+mod apply;
 mod cut_over;
 pub mod deferred_indexes;
 mod index_build;
 mod parallel_copy;
+mod preflight;
 pub mod recover;
+mod resume;
+mod row_copy;
 mod verify;
+
+use preflight::{
+    check_can_create_triggers, check_ghost_trigger_names, resolve_applier, switch_to_rbr,
+};
+use resume::{
+    check_same_run, finished_earlier, has_cut_over_checkpoint, read_cut_over_checkpoint,
+    read_resume_checkpoint, run_fingerprint,
+};
 
 /// What validation found: a migration to run, or an earlier run's cut-over now finished.
 enum Prepared {
@@ -1107,158 +1068,6 @@ impl Run {
         Ok(())
     }
 
-    /// Copies every chunk, applying binlog changes first whenever there are some.
-    async fn copy_rows(
-        &mut self,
-        live: &mut Live,
-        range: Option<(KeyTuple, KeyTuple)>,
-        copied_through: Option<KeyTuple>,
-    ) -> Result<()> {
-        let Some((min, max)) = range else {
-            return Ok(());
-        };
-        // A resume continues after the last key the checkpoint saw copied.
-        let (lower, first) = match copied_through {
-            Some(key) => (key, false),
-            None => (min, true),
-        };
-        if self.cfg.copy_threads > 1 {
-            return self
-                .copy_rows_parallel(live, (lower, first), max, self.cfg.copy_threads)
-                .await;
-        }
-        let result = self.copy_rows_serially(live, lower, first, max).await;
-        // Past the copy (or on its failure) every change is applied again.
-        live.copy_window = None;
-        result
-    }
-
-    /// One copier, chunk after chunk, applying the binlog's changes between chunks.
-    async fn copy_rows_serially(
-        &mut self,
-        live: &mut Live,
-        mut lower: KeyTuple,
-        mut first: bool,
-        max: KeyTuple,
-    ) -> Result<()> {
-        let (mut rate, mut sizer) = self.copy_pace();
-        loop {
-            if self.cfg.skip_uncopied_changes && live.copy_window_allowed {
-                live.copy_window = KeyWindow::not_yet_copied(&lower, first, &max);
-            }
-            self.check_abort()?;
-            // Throttling pauses both sides: queued changes wait in the bounded channel (and, past
-            // it, in the server's binlog) until the throttle lifts.
-            if self.throttled(live)? {
-                self.rate_paused(&mut rate);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            self.drain_events(live, 10).await?;
-            let controls = self.controls.borrow().clone();
-            let size = sizer.next(controls.chunk_size);
-            let mut attempt = 0;
-            let next = loop {
-                attempt += 1;
-                match live
-                    .copier
-                    .next_chunk_end(&mut live.copy_conn, &lower, first, &max, size)
-                    .await
-                {
-                    Ok(next) => break next,
-                    Err(e) => {
-                        self.retry_or_fail("finding the next chunk", attempt, e)
-                            .await?;
-                        self.revive_sessions(live).await;
-                    }
-                }
-            };
-            let Some(upper) = next else {
-                return Ok(());
-            };
-            let check = self.cfg.panic_on_warnings.then_some(live.ghost_key.clone());
-            let mut attempt = 0;
-            let chunk_lower = (!first).then(|| lower.clone());
-            let chunk = loop {
-                attempt += 1;
-                match live
-                    .copier
-                    .copy_chunk(&mut live.copy_conn, &lower, first, &upper, check.as_deref())
-                    .await
-                {
-                    Ok(chunk) => break chunk,
-                    Err(e) => {
-                        self.chunk_failed(attempt, e).await?;
-                        self.revive_sessions(live).await;
-                    }
-                }
-            };
-            if chunk.skipped_on_other_key {
-                live.skipped_ranges.push(KeyRange {
-                    after: chunk_lower,
-                    through: Some(upper.clone()),
-                });
-            }
-            lower = upper;
-            first = false;
-            sizer.observe(chunk.elapsed);
-            self.maybe_checkpoint(live, Some(&lower), false, false)
-                .await;
-            self.chunk_copied(&mut rate, &sizer, &chunk);
-            if controls.nice_ratio > 0.0 {
-                tokio::time::sleep(chunk.elapsed.mul_f64(controls.nice_ratio)).await;
-            }
-        }
-    }
-
-    /// A copy's rate window and chunk sizer, from the configuration and the current controls.
-    fn copy_pace(&self) -> (MovingRate, ChunkSizer) {
-        (
-            MovingRate::new(Duration::from_secs(10)),
-            ChunkSizer::new(
-                self.cfg.target_chunk_time,
-                self.controls.borrow().chunk_size,
-            ),
-        )
-    }
-
-    /// No rate while nothing moves (throttled): the ETA says "unknown" instead of a stale guess.
-    fn rate_paused(&self, rate: &mut MovingRate) {
-        rate.reset();
-        self.progress.send_if_modified(|p| {
-            let changed = p.eta_seconds.is_some();
-            p.eta_seconds = None;
-            p.rows_per_second = 0.0;
-            changed
-        });
-    }
-
-    /// A chunk is in: rows, rate, ETA and the current chunk size.
-    fn chunk_copied(&self, rate: &mut MovingRate, sizer: &ChunkSizer, chunk: &ChunkResult) {
-        self.progress.send_modify(|p| {
-            p.chunk_size = sizer.current();
-            p.rows_copied += chunk.rows;
-            rate.record(p.rows_copied, chunk.rows, chunk.elapsed);
-            p.rows_per_second = rate.per_second();
-            p.eta_seconds = (p.rows_per_second > 0.0).then(|| {
-                let left = p.rows_estimate.saturating_sub(p.rows_copied) as f64;
-                (left / p.rows_per_second).ceil() as u64
-            });
-        });
-    }
-
-    /// A chunk's attempt failed: gh-ost's batch-copy-retry hook (informational, never aborts),
-    /// then wait for a retry or give up.
-    async fn chunk_failed(&self, attempt: u32, error: EngineError) -> Result<()> {
-        let snapshot = self.progress.borrow().clone();
-        let extra = [env_last_batch_copy_error(&error.to_string())];
-        let _ = self
-            .hooks
-            .fire(HookPoint::BatchCopyRetry, &snapshot, &extra)
-            .await;
-        self.retry_or_fail("row copy", attempt, error).await
-    }
-
     /// After a failed attempt: wait and let the caller retry, or give up when `--default-retries`
     /// attempts are spent. Warnings never retry (gh-ost's `--panic-on-warnings`).
     async fn retry_or_fail(&self, what: &str, attempt: u32, error: EngineError) -> Result<()> {
@@ -1375,172 +1184,6 @@ impl Run {
             changed
         });
         Ok(verdict.throttled)
-    }
-
-    /// Applies what the stream has delivered. `batches` limits the work (0: only what is already
-    /// queued, one pass).
-    async fn drain_events(&mut self, live: &mut Live, batches: usize) -> Result<()> {
-        let mut done = 0;
-        loop {
-            match live.events.try_recv() {
-                Ok(msg) => self.handle_stream_msg(live, msg).await?,
-                // The rest of a transaction is on its way: batches end at commits (or when full),
-                // so a batch never splits a source transaction.
-                // Nothing more right now: apply what is complete (whole transactions only).
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    return self.flush_at_boundary(live).await;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    return Err(EngineError::Stream("the binlog stream task ended".into()));
-                }
-            }
-            if live.pending.is_empty() {
-                done += 1;
-                if batches > 0 && done >= batches * 100 {
-                    return Ok(());
-                }
-            }
-        }
-    }
-
-    async fn handle_stream_msg(&mut self, live: &mut Live, msg: StreamMsg) -> Result<()> {
-        let item = match msg {
-            StreamMsg::Item(item) => item,
-            StreamMsg::Failed(e) => return Err(e),
-        };
-        match item {
-            StreamItem::Row(change) if change.table.name == live.changelog_table => {
-                self.flush(live).await?;
-                if let Some(after) = change.after.as_deref() {
-                    match interpret(after) {
-                        ChangelogEvent::Heartbeat(at) => {
-                            live.last_heartbeat = Some(at);
-                            let lag = (chrono::Utc::now() - at).num_milliseconds().max(0) as u64;
-                            self.progress
-                                .send_modify(|p| p.heartbeat_lag_millis = Some(lag));
-                        }
-                        ChangelogEvent::State(state) => {
-                            live.states_seen.insert(state);
-                        }
-                        ChangelogEvent::Other => {}
-                    }
-                }
-            }
-            StreamItem::Row(change) => {
-                live.pending.push(change);
-                live.open_transaction = true;
-                // Only a transaction larger than this is ever split across batches: memory stays
-                // bounded.
-                if live.pending.len() >= MAX_PENDING_ROWS {
-                    self.flush(live).await?;
-                }
-            }
-            StreamItem::Commit(position) => {
-                live.open_transaction = false;
-                live.last_commit = Some(position.clone());
-                if live.pending.is_empty() {
-                    live.applied_position = Some(position.clone());
-                    self.progress
-                        .send_modify(|p| p.applied_position = Some(position));
-                } else {
-                    live.pending_commit = Some(position);
-                    let batch = self.controls.borrow().dml_batch_size.max(1);
-                    if live.pending.len() >= batch {
-                        self.flush(live).await?;
-                    }
-                }
-            }
-            StreamItem::Heartbeat(_) | StreamItem::Statement { .. } => {}
-        }
-        Ok(())
-    }
-
-    async fn flush(&mut self, live: &mut Live) -> Result<()> {
-        if live.pending.is_empty() {
-            return Ok(());
-        }
-        let changes = std::mem::take(&mut live.pending);
-        let check = self.cfg.panic_on_warnings.then_some(live.ghost_key.clone());
-        let n = changes.len() as u64;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match live
-                .plan
-                .apply_batch(
-                    &mut live.apply_conn,
-                    &changes,
-                    live.copy_window.as_ref(),
-                    check.as_deref(),
-                    live.apply_under_lock,
-                )
-                .await
-            {
-                Ok(()) => break,
-                // Under the cut-over's lock the attempt fails instead: a new session would not
-                // hold the lock.
-                Err(e) if live.apply_under_lock => return Err(e),
-                Err(e) => {
-                    self.retry_or_fail("applying binlog events", attempt, e)
-                        .await?;
-                    if let Err(e) = self.sessions.apply.revive(&mut live.apply_conn).await {
-                        warn!(error = %e, "the apply session is lost and cannot be replaced yet");
-                    }
-                }
-            }
-        }
-        let applied = live.pending_commit.take();
-        if let Some(position) = &applied {
-            live.applied_position = Some(position.clone());
-        }
-        self.progress.send_modify(|p| {
-            p.events_applied += n;
-            if let Some(position) = applied {
-                p.applied_position = Some(position);
-            }
-        });
-        Ok(())
-    }
-
-    /// Applies what is pending when it ends at a transaction boundary.
-    async fn flush_at_boundary(&mut self, live: &mut Live) -> Result<()> {
-        if live.open_transaction {
-            return Ok(());
-        }
-        self.flush(live).await
-    }
-
-    /// Applies events until the changelog state `state` has been seen in the stream: every change
-    /// logged before it is then applied. With `Wait::Idle` the limit counts only time without any
-    /// event (a lagging replica may deliver a long backlog first); `Wait::Total` is a hard limit
-    /// (the table is locked).
-    async fn wait_for_state(&mut self, live: &mut Live, state: &str, wait: Wait) -> Result<()> {
-        let (timeout, idle) = match wait {
-            Wait::Idle(t) => (t, true),
-            Wait::Total(t) => (t, false),
-        };
-        let mut deadline = Instant::now() + timeout;
-        while !live.states_seen.contains(state) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(EngineError::Stream(format!(
-                    "the changelog state {state:?} did not come through the binary log within {timeout:?}"
-                )));
-            }
-            match tokio::time::timeout(left.min(Duration::from_millis(50)), live.events.recv())
-                .await
-            {
-                Ok(Some(msg)) => {
-                    if idle {
-                        deadline = Instant::now() + timeout;
-                    }
-                    self.handle_stream_msg(live, msg).await?
-                }
-                Ok(None) => return Err(EngineError::Stream("the binlog stream task ended".into())),
-                Err(_) => self.flush_at_boundary(live).await?,
-            }
-        }
-        self.flush(live).await
     }
 
     fn postponed(&self) -> bool {
@@ -1804,144 +1447,6 @@ fn shared_columns(
     Ok(map)
 }
 
-/// The applier: the replica itself for test/migrate-on-replica, else the primary (given, or read
-/// from the replica's replication status), else the inspected server when it is the primary and
-/// running there is allowed.
-async fn resolve_applier(
-    cfg: &MigrationConfig,
-    server: &ServerInfo,
-    conn: &mut Conn,
-) -> Result<ConnectionConfig> {
-    let status: Option<mysql_async::Row> = conn
-        .query_first(server.replica_status_sql())
-        .await
-        .sql_context(|| {
-            format!(
-                "{} (needs REPLICA MONITOR / REPLICATION CLIENT)",
-                server.replica_status_sql()
-            )
-        })?;
-    let is_replica = status.is_some();
-    match cfg.topology {
-        Topology::TestOnReplica | Topology::MigrateOnReplica => {
-            if !is_replica {
-                return Err(EngineError::Refused(format!(
-                    "{}: {} is not one; point --host at a replica",
-                    wording::NOT_A_REPLICA,
-                    cfg.inspector.endpoint()
-                )));
-            }
-            let log_slave_updates: Option<Option<String>> = conn
-                .query_first(server.log_replica_updates_sql())
-                .await
-                .sql_context(|| "reading log_slave_updates".into())?;
-            let on = log_slave_updates.flatten().unwrap_or_default();
-            if !(on == "1" || on.eq_ignore_ascii_case("ON")) {
-                return Err(EngineError::ServerConfig(format!(
-                    "{}: the migration cannot follow its writes otherwise; set it ON",
-                    wording::log_slave_updates_on_replica(&cfg.inspector.endpoint())
-                )));
-            }
-            Ok(cfg.inspector.clone())
-        }
-        Topology::Normal => {
-            if let Some(primary) = &cfg.primary {
-                return Ok(primary.clone());
-            }
-            if let Some(row) = status {
-                let columns = server.replica_status_columns();
-                let host: Option<String> = row.get(columns.source_host);
-                let port: Option<u16> = row.get(columns.source_port);
-                if let (Some(host), Some(port)) = (host, port) {
-                    return Ok(ConnectionConfig {
-                        host,
-                        port,
-                        ..cfg.inspector.clone()
-                    });
-                }
-            }
-            if !cfg.allow_on_master {
-                return Err(EngineError::Refused(format!(
-                    "{} ({} is a primary, not a replica), or point --host at a replica",
-                    wording::RUN_ON_MASTER,
-                    cfg.inspector.endpoint()
-                )));
-            }
-            Ok(cfg.inspector.clone())
-        }
-    }
-}
-
-/// gh-ost's `--switch-to-rbr`: ROW format on the inspected server, then a replication restart so
-/// its SQL thread logs in ROW too. Refused when replicas read from it: they would start
-/// receiving ROW events unannounced.
-async fn switch_to_rbr(conn: &mut Conn, server: &ServerInfo) -> Result<()> {
-    let format: Option<String> = conn
-        .query_first("SELECT @@global.binlog_format")
-        .await
-        .sql_context(|| "reading binlog_format".into())?;
-    if format.is_some_and(|f| f.eq_ignore_ascii_case("ROW")) {
-        return Ok(());
-    }
-    let replicas: Vec<mysql_async::Row> = conn
-        .query(if server.is_mariadb() {
-            "SHOW SLAVE HOSTS"
-        } else {
-            "SHOW REPLICAS"
-        })
-        .await
-        .sql_context(|| "listing replicas (--switch-to-rbr)".into())?;
-    if !replicas.is_empty() {
-        return Err(EngineError::Refused(format!(
-            "--switch-to-rbr: {} replica(s) read from this server; switch binlog_format to ROW yourself along the chain",
-            replicas.len()
-        )));
-    }
-    conn.query_drop("SET GLOBAL binlog_format = 'ROW'")
-        .await
-        .sql_context(|| "SET GLOBAL binlog_format = 'ROW' (--switch-to-rbr)".into())?;
-    let status: Option<mysql_async::Row> = conn
-        .query_first(server.replica_status_sql())
-        .await
-        .sql_context(|| "reading replication status".into())?;
-    if status.is_some() {
-        conn.query_drop("STOP SLAVE; START SLAVE")
-            .await
-            .sql_context(|| "restarting replication after --switch-to-rbr".into())?;
-    }
-    info!("binlog_format switched to ROW (--switch-to-rbr)");
-    Ok(())
-}
-
-async fn check_ghost_trigger_names(
-    conn: &mut Conn,
-    cfg: &MigrationConfig,
-    triggers: &[Trigger],
-) -> Result<()> {
-    let existing = inspector::trigger_names_in_schema(conn, &cfg.database).await?;
-    for trigger in triggers {
-        let name = ghost_trigger_name(
-            &trigger.name,
-            &cfg.trigger_suffix,
-            cfg.remove_trigger_suffix_if_exists,
-        );
-        if name.chars().count() > 64 {
-            return Err(EngineError::Refused(format!(
-                "{}: use a shorter --trigger-suffix",
-                wording::ghost_triggers_too_long(&name, 64)
-            )));
-        }
-        if existing.contains(&name) {
-            return Err(EngineError::Refused(format!(
-                "{}: trigger {name} already exists in `{}`; drop it or choose another --trigger-suffix",
-                wording::ghost_triggers_exist(&name),
-                cfg.database
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The hooks of a migration, with the identity gh-ost gives them (also for front ends that fire
 /// the interactive-command hook).
 pub fn hooks_for(cfg: &MigrationConfig) -> Hooks {
@@ -1970,198 +1475,6 @@ pub fn hooks_for(cfg: &MigrationConfig) -> Hooks {
     Hooks::new(cfg.hooks.clone(), info)
 }
 
-/// `--revert`: the old table must be there, and a cut-over checkpoint of the migration that
-/// made it.
-async fn read_cut_over_checkpoint(
-    conn: &mut Conn,
-    cfg: &MigrationConfig,
-    names: &TableNames,
-) -> Result<Checkpoint> {
-    if !inspector::table_exists(conn, &cfg.database, &names.ghost).await? {
-        return Err(EngineError::Refused(format!(
-            "--revert: the old table {} does not exist; pass the one the migration kept (e.g. \
-             --old-table=_{}_del)",
-            qualified(&cfg.database, &names.ghost),
-            cfg.table
-        )));
-    }
-    let checkpoints = qualified(&cfg.database, &names.checkpoint);
-    let missing = || {
-        EngineError::Refused(format!(
-            "--revert: {checkpoints} has no cut-over checkpoint; only a migration run with \
-             --checkpoint that kept its old table can be reverted"
-        ))
-    };
-    if !inspector::table_exists(conn, &cfg.database, &names.checkpoint).await? {
-        return Err(missing());
-    }
-    CheckpointTable::new(&cfg.database, &names.checkpoint)
-        .latest_cut_over(conn)
-        .await?
-        .ok_or_else(missing)
-}
-
-/// `--resume`: the ghost and changelog tables must still be there, and a checkpoint. The inner
-/// error says why there is nothing to resume.
-async fn read_resume_checkpoint(
-    conn: &mut Conn,
-    cfg: &MigrationConfig,
-    names: &TableNames,
-) -> Result<std::result::Result<Checkpoint, String>> {
-    for name in [&names.ghost, &names.changelog, &names.checkpoint] {
-        if !inspector::table_exists(conn, &cfg.database, name).await? {
-            return Ok(Err(format!(
-                "table {} is missing",
-                qualified(&cfg.database, name)
-            )));
-        }
-    }
-    let latest = CheckpointTable::new(&cfg.database, &names.checkpoint)
-        .latest(conn)
-        .await?;
-    Ok(latest.ok_or_else(|| {
-        format!(
-            "{} has no checkpoint yet",
-            qualified(&cfg.database, &names.checkpoint)
-        )
-    }))
-}
-
-/// The outcome of this same migration when an earlier run finished it (a kill after its
-/// clean-up, before it exited): the ghost and changelog are gone, and the newest cut-over
-/// checkpoint was written by a run with this fingerprint.
-async fn finished_earlier(
-    conn: &mut Conn,
-    cfg: &MigrationConfig,
-    names: &TableNames,
-    fingerprint: &str,
-) -> Result<Option<Outcome>> {
-    for name in [&names.ghost, &names.changelog] {
-        if inspector::table_exists(conn, &cfg.database, name).await? {
-            return Ok(None);
-        }
-    }
-    let cut_over = cut_over_checkpoint(conn, cfg, names).await?;
-    if cut_over.and_then(|c| c.run).as_deref() != Some(fingerprint) {
-        return Ok(None);
-    }
-    let report = recover::RecoveryReport {
-        already_finished: true,
-        old_table: qualified(&cfg.database, &names.old),
-        ..Default::default()
-    };
-    info!("--resume: {}", report.summary());
-    Ok(Some(Outcome::Recovered(report)))
-}
-
-/// The newest cut-over checkpoint of this table's migrations, if its table has one.
-async fn cut_over_checkpoint(
-    conn: &mut Conn,
-    cfg: &MigrationConfig,
-    names: &TableNames,
-) -> Result<Option<Checkpoint>> {
-    if !inspector::table_exists(conn, &cfg.database, &names.checkpoint).await? {
-        return Ok(None);
-    }
-    CheckpointTable::new(&cfg.database, &names.checkpoint)
-        .latest_cut_over(conn)
-        .await
-}
-
-async fn has_cut_over_checkpoint(
-    conn: &mut Conn,
-    cfg: &MigrationConfig,
-    names: &TableNames,
-) -> Result<bool> {
-    Ok(cut_over_checkpoint(conn, cfg, names).await?.is_some())
-}
-
-/// What a run does, as its checkpoints record it: the table, the ALTER and the options that
-/// change the result. A resume must do the same.
-fn run_fingerprint(cfg: &MigrationConfig, alter: &AlterStatement) -> String {
-    let options: String = alter
-        .options
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
-    serde_json::json!({
-        "database": cfg.database,
-        "table": cfg.table,
-        "alter": options,
-        "approve-renamed-columns": cfg.approve_renamed_columns,
-        "skip-renamed-columns": cfg.skip_renamed_columns,
-        "discard-foreign-keys": cfg.discard_foreign_keys,
-        "allow-zero-in-date": cfg.allow_zero_in_date,
-        "include-triggers": cfg.include_triggers,
-        "trigger-suffix": cfg.trigger_suffix,
-        "force-table-names": cfg.force_table_names,
-    })
-    .to_string()
-}
-
-/// Refuses to resume a checkpoint written by a run that did something else.
-fn check_same_run(checkpoint: &Checkpoint, now: &str, names: &TableNames) -> Result<()> {
-    let Some(then) = checkpoint.run.as_deref() else {
-        return Ok(());
-    };
-    if then == now {
-        return Ok(());
-    }
-    let parse = |text: &str| {
-        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text).unwrap_or_default()
-    };
-    let (then, now) = (parse(then), parse(now));
-    let differences: Vec<String> = now
-        .iter()
-        .filter(|(k, v)| then.get(*k) != Some(*v))
-        .map(|(k, v)| {
-            format!(
-                "--{k} was {} and is now {v}",
-                then.get(k)
-                    .map_or_else(|| "unset".to_string(), ToString::to_string)
-            )
-        })
-        .collect();
-    Err(EngineError::Refused(format!(
-        "--resume: the checkpoint in {} belongs to a run that did something else ({}): resume with that run's command, \
-         or drop {}, {} and {} and start over without --resume",
-        names.checkpoint,
-        differences.join("; "),
-        names.ghost,
-        names.changelog,
-        names.checkpoint
-    )))
-}
-
-/// With binary logging on, CREATE TRIGGER needs SUPER or log_bin_trust_function_creators: find out
-/// before copying, not at cut-over.
-async fn check_can_create_triggers(conn: &mut Conn) -> Result<()> {
-    let trusted: Option<Option<String>> = conn
-        .query_first("SELECT @@global.log_bin_trust_function_creators")
-        .await
-        .sql_context(|| "reading log_bin_trust_function_creators".into())?;
-    let trusted = trusted.flatten().unwrap_or_default();
-    if trusted == "1" || trusted.eq_ignore_ascii_case("ON") {
-        return Ok(());
-    }
-    let grants: Vec<String> = conn
-        .query("SHOW GRANTS FOR CURRENT_USER()")
-        .await
-        .sql_context(|| "reading grants".into())?;
-    let upper: Vec<String> = grants.iter().map(|g| g.to_ascii_uppercase()).collect();
-    if upper
-        .iter()
-        .any(|g| g.contains(" ON *.*") && (g.contains("SUPER") || g.contains("ALL PRIVILEGES")))
-    {
-        return Ok(());
-    }
-    Err(EngineError::Refused(
-        "--include-triggers: creating triggers with binary logging on needs SUPER, or \
-         SET GLOBAL log_bin_trust_function_creators=ON on the server"
-            .into(),
-    ))
-}
-
 /// gh-ost's ghost trigger name: the suffix appended, or removed when the name already ends with it
 /// and `--remove-trigger-suffix-if-exists` is given.
 pub fn ghost_trigger_name(name: &str, suffix: &str, remove_if_exists: bool) -> String {
@@ -2187,20 +1500,6 @@ pub fn migration_lock_name(database: &str, table: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn moving_rate_follows_the_recent_pace() {
-        let mut rate = MovingRate::new(Duration::from_secs(10));
-        assert_eq!(rate.per_second(), 0.0);
-        rate.record(1000, 1000, Duration::from_millis(500));
-        let r = rate.per_second();
-        assert!(r > 1500.0 && r < 2100.0, "{r}");
-        rate.reset();
-        // After a pause, the rate is the new chunk's, not the whole history's.
-        rate.record(5000, 100, Duration::from_millis(100));
-        let r = rate.per_second();
-        assert!(r > 800.0 && r < 1100.0, "{r}");
-    }
 
     #[test]
     fn trigger_names() {

@@ -13,7 +13,8 @@ use mysql_async::Conn;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::{Live, MovingRate, Run};
+use super::row_copy::MovingRate;
+use super::{Live, Run};
 use crate::engine::checksum::KeyRange;
 use crate::engine::chunk_size::ChunkSizer;
 use crate::engine::copier::{ChunkResult, KeyTuple};

@@ -1,0 +1,189 @@
+//! Applying the binlog: stream items become batches of whole source transactions, written to
+//! the ghost table by `engine::applier`; changelog rows (heartbeats, state markers) are noted.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::{Live, MAX_PENDING_ROWS, Run, StreamMsg, Wait};
+use crate::engine::changelog::{ChangelogEvent, interpret};
+use crate::engine::error::{EngineError, Result};
+use crate::engine::streamer::StreamItem;
+
+impl Run {
+    /// Applies what the stream has delivered. `batches` limits the work (0: only what is already
+    /// queued, one pass).
+    pub(super) async fn drain_events(&mut self, live: &mut Live, batches: usize) -> Result<()> {
+        let mut done = 0;
+        loop {
+            match live.events.try_recv() {
+                Ok(msg) => self.handle_stream_msg(live, msg).await?,
+                // The rest of a transaction is on its way: batches end at commits (or when full),
+                // so a batch never splits a source transaction.
+                // Nothing more right now: apply what is complete (whole transactions only).
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    return self.flush_at_boundary(live).await;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    return Err(EngineError::Stream("the binlog stream task ended".into()));
+                }
+            }
+            if live.pending.is_empty() {
+                done += 1;
+                if batches > 0 && done >= batches * 100 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    pub(super) async fn handle_stream_msg(
+        &mut self,
+        live: &mut Live,
+        msg: StreamMsg,
+    ) -> Result<()> {
+        let item = match msg {
+            StreamMsg::Item(item) => item,
+            StreamMsg::Failed(e) => return Err(e),
+        };
+        match item {
+            StreamItem::Row(change) if change.table.name == live.changelog_table => {
+                self.flush(live).await?;
+                if let Some(after) = change.after.as_deref() {
+                    match interpret(after) {
+                        ChangelogEvent::Heartbeat(at) => {
+                            live.last_heartbeat = Some(at);
+                            let lag = (chrono::Utc::now() - at).num_milliseconds().max(0) as u64;
+                            self.progress
+                                .send_modify(|p| p.heartbeat_lag_millis = Some(lag));
+                        }
+                        ChangelogEvent::State(state) => {
+                            live.states_seen.insert(state);
+                        }
+                        ChangelogEvent::Other => {}
+                    }
+                }
+            }
+            StreamItem::Row(change) => {
+                live.pending.push(change);
+                live.open_transaction = true;
+                // Only a transaction larger than this is ever split across batches: memory stays
+                // bounded.
+                if live.pending.len() >= MAX_PENDING_ROWS {
+                    self.flush(live).await?;
+                }
+            }
+            StreamItem::Commit(position) => {
+                live.open_transaction = false;
+                live.last_commit = Some(position.clone());
+                if live.pending.is_empty() {
+                    live.applied_position = Some(position.clone());
+                    self.progress
+                        .send_modify(|p| p.applied_position = Some(position));
+                } else {
+                    live.pending_commit = Some(position);
+                    let batch = self.controls.borrow().dml_batch_size.max(1);
+                    if live.pending.len() >= batch {
+                        self.flush(live).await?;
+                    }
+                }
+            }
+            StreamItem::Heartbeat(_) | StreamItem::Statement { .. } => {}
+        }
+        Ok(())
+    }
+
+    pub(super) async fn flush(&mut self, live: &mut Live) -> Result<()> {
+        if live.pending.is_empty() {
+            return Ok(());
+        }
+        let changes = std::mem::take(&mut live.pending);
+        let check = self.cfg.panic_on_warnings.then_some(live.ghost_key.clone());
+        let n = changes.len() as u64;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match live
+                .plan
+                .apply_batch(
+                    &mut live.apply_conn,
+                    &changes,
+                    live.copy_window.as_ref(),
+                    check.as_deref(),
+                    live.apply_under_lock,
+                )
+                .await
+            {
+                Ok(()) => break,
+                // Under the cut-over's lock the attempt fails instead: a new session would not
+                // hold the lock.
+                Err(e) if live.apply_under_lock => return Err(e),
+                Err(e) => {
+                    self.retry_or_fail("applying binlog events", attempt, e)
+                        .await?;
+                    if let Err(e) = self.sessions.apply.revive(&mut live.apply_conn).await {
+                        warn!(error = %e, "the apply session is lost and cannot be replaced yet");
+                    }
+                }
+            }
+        }
+        let applied = live.pending_commit.take();
+        if let Some(position) = &applied {
+            live.applied_position = Some(position.clone());
+        }
+        self.progress.send_modify(|p| {
+            p.events_applied += n;
+            if let Some(position) = applied {
+                p.applied_position = Some(position);
+            }
+        });
+        Ok(())
+    }
+
+    /// Applies what is pending when it ends at a transaction boundary.
+    pub(super) async fn flush_at_boundary(&mut self, live: &mut Live) -> Result<()> {
+        if live.open_transaction {
+            return Ok(());
+        }
+        self.flush(live).await
+    }
+
+    /// Applies events until the changelog state `state` has been seen in the stream: every change
+    /// logged before it is then applied. With `Wait::Idle` the limit counts only time without any
+    /// event (a lagging replica may deliver a long backlog first); `Wait::Total` is a hard limit
+    /// (the table is locked).
+    pub(super) async fn wait_for_state(
+        &mut self,
+        live: &mut Live,
+        state: &str,
+        wait: Wait,
+    ) -> Result<()> {
+        let (timeout, idle) = match wait {
+            Wait::Idle(t) => (t, true),
+            Wait::Total(t) => (t, false),
+        };
+        let mut deadline = Instant::now() + timeout;
+        while !live.states_seen.contains(state) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(EngineError::Stream(format!(
+                    "the changelog state {state:?} did not come through the binary log within {timeout:?}"
+                )));
+            }
+            match tokio::time::timeout(left.min(Duration::from_millis(50)), live.events.recv())
+                .await
+            {
+                Ok(Some(msg)) => {
+                    if idle {
+                        deadline = Instant::now() + timeout;
+                    }
+                    self.handle_stream_msg(live, msg).await?
+                }
+                Ok(None) => return Err(EngineError::Stream("the binlog stream task ended".into())),
+                Err(_) => self.flush_at_boundary(live).await?,
+            }
+        }
+        self.flush(live).await
+    }
+}

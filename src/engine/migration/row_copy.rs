@@ -1,0 +1,237 @@
+//! The row copy: chunk after chunk along the shared key (one copier here; several in
+//! `parallel_copy.rs`), binlog changes applied between chunks, its pace and its retries.
+
+use std::time::{Duration, Instant};
+
+use super::{Live, Run};
+use crate::engine::applier::KeyWindow;
+use crate::engine::checksum::KeyRange;
+use crate::engine::chunk_size::ChunkSizer;
+use crate::engine::copier::{ChunkResult, KeyTuple};
+use crate::engine::error::{EngineError, Result};
+use crate::engine::hooks::{HookPoint, env_last_batch_copy_error};
+
+/// Rows per second over a sliding window, so the ETA follows the current pace.
+pub(super) struct MovingRate {
+    window: Duration,
+    samples: std::collections::VecDeque<(Instant, u64)>,
+}
+
+impl MovingRate {
+    pub(super) fn new(window: Duration) -> Self {
+        Self {
+            window,
+            samples: std::collections::VecDeque::new(),
+        }
+    }
+
+    pub(super) fn reset(&mut self) {
+        self.samples.clear();
+    }
+
+    /// `total` rows copied so far, the last `chunk_rows` of them in `chunk_time`.
+    pub(super) fn record(&mut self, total: u64, chunk_rows: u64, chunk_time: Duration) {
+        let now = Instant::now();
+        if self.samples.is_empty() {
+            // A fresh window starts where the first chunk started.
+            self.samples
+                .push_back((now - chunk_time, total.saturating_sub(chunk_rows)));
+        }
+        self.samples.push_back((now, total));
+        while self.samples.len() > 2
+            && self
+                .samples
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > self.window)
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    pub(super) fn per_second(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some((t0, r0)), Some((t1, r1))) if t1 > t0 && r1 >= r0 => {
+                (r1 - r0) as f64 / t1.duration_since(*t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+impl Run {
+    /// Copies every chunk, applying binlog changes first whenever there are some.
+    pub(super) async fn copy_rows(
+        &mut self,
+        live: &mut Live,
+        range: Option<(KeyTuple, KeyTuple)>,
+        copied_through: Option<KeyTuple>,
+    ) -> Result<()> {
+        let Some((min, max)) = range else {
+            return Ok(());
+        };
+        // A resume continues after the last key the checkpoint saw copied.
+        let (lower, first) = match copied_through {
+            Some(key) => (key, false),
+            None => (min, true),
+        };
+        if self.cfg.copy_threads > 1 {
+            return self
+                .copy_rows_parallel(live, (lower, first), max, self.cfg.copy_threads)
+                .await;
+        }
+        let result = self.copy_rows_serially(live, lower, first, max).await;
+        // Past the copy (or on its failure) every change is applied again.
+        live.copy_window = None;
+        result
+    }
+
+    /// One copier, chunk after chunk, applying the binlog's changes between chunks.
+    async fn copy_rows_serially(
+        &mut self,
+        live: &mut Live,
+        mut lower: KeyTuple,
+        mut first: bool,
+        max: KeyTuple,
+    ) -> Result<()> {
+        let (mut rate, mut sizer) = self.copy_pace();
+        loop {
+            if self.cfg.skip_uncopied_changes && live.copy_window_allowed {
+                live.copy_window = KeyWindow::not_yet_copied(&lower, first, &max);
+            }
+            self.check_abort()?;
+            // Throttling pauses both sides: queued changes wait in the bounded channel (and, past
+            // it, in the server's binlog) until the throttle lifts.
+            if self.throttled(live)? {
+                self.rate_paused(&mut rate);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            self.drain_events(live, 10).await?;
+            let controls = self.controls.borrow().clone();
+            let size = sizer.next(controls.chunk_size);
+            let mut attempt = 0;
+            let next = loop {
+                attempt += 1;
+                match live
+                    .copier
+                    .next_chunk_end(&mut live.copy_conn, &lower, first, &max, size)
+                    .await
+                {
+                    Ok(next) => break next,
+                    Err(e) => {
+                        self.retry_or_fail("finding the next chunk", attempt, e)
+                            .await?;
+                        self.revive_sessions(live).await;
+                    }
+                }
+            };
+            let Some(upper) = next else {
+                return Ok(());
+            };
+            let check = self.cfg.panic_on_warnings.then_some(live.ghost_key.clone());
+            let mut attempt = 0;
+            let chunk_lower = (!first).then(|| lower.clone());
+            let chunk = loop {
+                attempt += 1;
+                match live
+                    .copier
+                    .copy_chunk(&mut live.copy_conn, &lower, first, &upper, check.as_deref())
+                    .await
+                {
+                    Ok(chunk) => break chunk,
+                    Err(e) => {
+                        self.chunk_failed(attempt, e).await?;
+                        self.revive_sessions(live).await;
+                    }
+                }
+            };
+            if chunk.skipped_on_other_key {
+                live.skipped_ranges.push(KeyRange {
+                    after: chunk_lower,
+                    through: Some(upper.clone()),
+                });
+            }
+            lower = upper;
+            first = false;
+            sizer.observe(chunk.elapsed);
+            self.maybe_checkpoint(live, Some(&lower), false, false)
+                .await;
+            self.chunk_copied(&mut rate, &sizer, &chunk);
+            if controls.nice_ratio > 0.0 {
+                tokio::time::sleep(chunk.elapsed.mul_f64(controls.nice_ratio)).await;
+            }
+        }
+    }
+
+    /// A copy's rate window and chunk sizer, from the configuration and the current controls.
+    pub(super) fn copy_pace(&self) -> (MovingRate, ChunkSizer) {
+        (
+            MovingRate::new(Duration::from_secs(10)),
+            ChunkSizer::new(
+                self.cfg.target_chunk_time,
+                self.controls.borrow().chunk_size,
+            ),
+        )
+    }
+
+    /// No rate while nothing moves (throttled): the ETA says "unknown" instead of a stale guess.
+    pub(super) fn rate_paused(&self, rate: &mut MovingRate) {
+        rate.reset();
+        self.progress.send_if_modified(|p| {
+            let changed = p.eta_seconds.is_some();
+            p.eta_seconds = None;
+            p.rows_per_second = 0.0;
+            changed
+        });
+    }
+
+    /// A chunk is in: rows, rate, ETA and the current chunk size.
+    pub(super) fn chunk_copied(
+        &self,
+        rate: &mut MovingRate,
+        sizer: &ChunkSizer,
+        chunk: &ChunkResult,
+    ) {
+        self.progress.send_modify(|p| {
+            p.chunk_size = sizer.current();
+            p.rows_copied += chunk.rows;
+            rate.record(p.rows_copied, chunk.rows, chunk.elapsed);
+            p.rows_per_second = rate.per_second();
+            p.eta_seconds = (p.rows_per_second > 0.0).then(|| {
+                let left = p.rows_estimate.saturating_sub(p.rows_copied) as f64;
+                (left / p.rows_per_second).ceil() as u64
+            });
+        });
+    }
+
+    /// A chunk's attempt failed: gh-ost's batch-copy-retry hook (informational, never aborts),
+    /// then wait for a retry or give up.
+    pub(super) async fn chunk_failed(&self, attempt: u32, error: EngineError) -> Result<()> {
+        let snapshot = self.progress.borrow().clone();
+        let extra = [env_last_batch_copy_error(&error.to_string())];
+        let _ = self
+            .hooks
+            .fire(HookPoint::BatchCopyRetry, &snapshot, &extra)
+            .await;
+        self.retry_or_fail("row copy", attempt, error).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moving_rate_follows_the_recent_pace() {
+        let mut rate = MovingRate::new(Duration::from_secs(10));
+        assert_eq!(rate.per_second(), 0.0);
+        rate.record(1000, 1000, Duration::from_millis(500));
+        let r = rate.per_second();
+        assert!(r > 1500.0 && r < 2100.0, "{r}");
+        rate.reset();
+        // After a pause, the rate is the new chunk's, not the whole history's.
+        rate.record(5000, 100, Duration::from_millis(100));
+        let r = rate.per_second();
+        assert!(r > 800.0 && r < 1100.0, "{r}");
+    }
+}
