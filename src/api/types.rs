@@ -297,10 +297,10 @@ pub struct CopySpec {
     #[schemars(range(min = 10, max = 100000))]
     pub chunk_size: Option<i64>,
 
-    /// When set, the engine resizes chunks so each takes about this long; chunkSize is then the
-    /// starting size. Absent: fixed chunk size.
+    /// The engine resizes chunks so each takes about this long; chunkSize is the starting size.
+    /// Default 250; 0 keeps chunkSize fixed (gh-ost's behaviour).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 10, max = 60000))]
+    #[schemars(range(min = 0, max = 60000))]
     pub target_chunk_time_millis: Option<i64>,
 
     /// Chunks copied at once, each on its own connection, over disjoint key ranges. Default 1.
@@ -309,7 +309,7 @@ pub struct CopySpec {
     pub threads: Option<i32>,
 
     /// Copy into the new table without its plain secondary indexes and build them online after
-    /// the row copy (ghost's --defer-secondary-indexes). Default false.
+    /// the row copy (ghost's --defer-secondary-indexes). Default true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defer_secondary_indexes: Option<bool>,
 

@@ -237,11 +237,11 @@ pub static FLAGS: &[FlagDef] = &[
     ghost("webhook", LIST, "", "URL notified of migration events; repeatable"),
     ghost("webhook-secret", STR, "", "secret that signs webhook payloads"),
     ghost("checksum", BOOL, "true", "compare both tables chunk by chunk before the cut-over; chunks that differ are copied again"),
-    ghost("defer-secondary-indexes", BOOL, "false", "copy into the ghost table without its plain secondary indexes and build them online after the row copy"),
+    ghost("defer-secondary-indexes", BOOL, "true", "copy into the ghost table without its plain secondary indexes and build them online after the row copy"),
     ghost("skip-uncopied-changes", BOOL, "true", "leave binlog changes to rows the copy has not reached yet to the copy (single integer key)"),
     ghost("coalesce-changes", BOOL, "true", "write each batch of binlog changes as each row's last image, in multi-row statements (when every new unique key is enforced by the original)"),
     ghost("copy-threads", UINT, "1", "chunks copied at once, each on its own connection (1 to 64)"),
-    ghost("target-chunk-time-millis", UINT, "0", "resize chunks so each copy takes about this long, starting from --chunk-size; 0 keeps the size fixed"),
+    ghost("target-chunk-time-millis", UINT, "250", "resize chunks so each copy takes about this long, starting from --chunk-size; 0 keeps the size fixed (gh-ost's behaviour)"),
 ];
 
 /// Everything the command line says, after defaults, `--conf`, validation and clamping.
@@ -514,10 +514,10 @@ impl Default for MigrateFlags {
             webhook: Vec::new(),
             webhook_secret: Secret::default(),
             checksum: true,
-            defer_secondary_indexes: false,
+            defer_secondary_indexes: true,
             skip_uncopied_changes: true,
             coalesce_changes: true,
-            target_chunk_time_millis: 0,
+            target_chunk_time_millis: 250,
             copy_threads: 1,
             warnings: Vec::new(),
         }
@@ -1488,7 +1488,10 @@ mod tests {
         assert_eq!(f.log_format, "text");
         assert_eq!(f.status_interval, 0);
         assert!(f.checksum);
-        assert_eq!(f.target_chunk_time_millis, 0);
+        assert_eq!(
+            u64::from(f.target_chunk_time_millis),
+            crate::engine::config::DEFAULT_TARGET_CHUNK_TIME_MILLIS
+        );
         assert_eq!(f.copy_threads, 1);
         assert!(!f.execute);
         assert!(f.warnings.is_empty());

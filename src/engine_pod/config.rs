@@ -20,7 +20,7 @@ use crate::api::types::{
     CopySpec, HookEvent, OldTable, SchemaMigration, SchemaMigrationSpec, TlsMode, TlsSpec,
 };
 use crate::engine::alter::{AlterStatement, parse_alter};
-use crate::engine::config::MigrationConfig;
+use crate::engine::config::{DEFAULT_TARGET_CHUNK_TIME_MILLIS, MigrationConfig};
 use crate::engine::conn::{ConnectionConfig, Secret};
 use crate::engine::hooks::{HookPoint, HooksConfig, WebhookTarget};
 use crate::engine::tls::{Pem, TlsConfig, TlsVerify};
@@ -183,21 +183,19 @@ pub fn migration_config(
         .and_then(|t| usize::try_from(t).ok())
         .unwrap_or(1)
         .clamp(1, 64);
-    cfg.defer_secondary_indexes = spec
-        .copy
-        .as_ref()
-        .and_then(|c| c.defer_secondary_indexes)
-        .unwrap_or(false);
     let copy_option = |pick: fn(&CopySpec) -> Option<bool>, default: bool| {
         spec.copy.as_ref().and_then(pick).unwrap_or(default)
     };
+    cfg.defer_secondary_indexes = copy_option(|c| c.defer_secondary_indexes, true);
     cfg.skip_uncopied_changes = copy_option(|c| c.skip_uncopied_changes, true);
     cfg.coalesce_changes = copy_option(|c| c.coalesce_changes, true);
     cfg.target_chunk_time = spec
         .copy
         .as_ref()
         .and_then(|c| c.target_chunk_time_millis)
-        .and_then(|ms| u64::try_from(ms).ok())
+        .map_or(Some(DEFAULT_TARGET_CHUNK_TIME_MILLIS), |ms| {
+            u64::try_from(ms).ok()
+        })
         .filter(|ms| *ms > 0)
         .map(Duration::from_millis);
 
@@ -357,7 +355,7 @@ spec:
   table: users
   alter: ALTER TABLE shop.users ADD COLUMN age INT
   execute: false
-  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, deferSecondaryIndexes: true, skipUncopiedChanges: false, coalesceChanges: false, dmlBatchSize: 50, niceRatio: 0.5}
+  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, deferSecondaryIndexes: false, skipUncopiedChanges: false, coalesceChanges: false, dmlBatchSize: 50, niceRatio: 0.5}
   throttle:
     paused: true
     maxLagMillis: 2000
@@ -415,7 +413,11 @@ spec:
             "a kept old table must not block the next migration"
         );
         assert!(cfg.checksum, "the checksum gate is on by default");
-        assert_eq!(cfg.target_chunk_time, None, "a fixed chunk size by default");
+        assert_eq!(
+            cfg.target_chunk_time,
+            Some(Duration::from_millis(250)),
+            "adaptive chunks by default"
+        );
         assert_eq!(cfg.copy_threads, 1, "a serial copy by default");
         assert_eq!(cfg.checkpoint_interval, Some(CHECKPOINT_INTERVAL));
         assert!(
@@ -468,7 +470,10 @@ spec:
         assert!(!cfg.checksum, "verify.checksum: false");
         assert_eq!(cfg.target_chunk_time, Some(Duration::from_millis(500)));
         assert_eq!(cfg.copy_threads, 4);
-        assert!(cfg.defer_secondary_indexes);
+        assert!(
+            !cfg.defer_secondary_indexes,
+            "copy.deferSecondaryIndexes: false"
+        );
         assert!(!cfg.skip_uncopied_changes && !cfg.coalesce_changes);
         let hooks = &cfg.hooks.webhooks;
         assert_eq!(hooks.len(), 2);
