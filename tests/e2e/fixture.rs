@@ -242,11 +242,13 @@ impl Manifest {
         }
     }
 
-    /// A copy slow enough to act on mid-way: 10-row chunks with a nice ratio of 5 (the
-    /// `ghost/chunk-size` and `ghost/nice-ratio` annotations speed it up again).
+    /// A copy slow enough to act on mid-way: fixed 10-row chunks (no adaptive sizing) with a
+    /// nice ratio of 5 (the `ghost/chunk-size` and `ghost/nice-ratio` annotations speed it up
+    /// again).
     pub fn slow(mut self) -> Manifest {
-        self.spec_extra
-            .push_str("  copy:\n    chunkSize: 10\n    niceRatio: 5\n");
+        self.spec_extra.push_str(
+            "  copy:\n    chunkSize: 10\n    targetChunkTimeMillis: 0\n    niceRatio: 5\n",
+        );
         self
     }
 

@@ -9,7 +9,7 @@ pub async fn basic(cluster: &Cluster, stack: &Stack) {
     let mut table = Table::create("k8s_basic", 20_000).await;
     let writer = Writer::start(table.schema.admin_config(), WRITE_PAUSE).await;
     let manifest = Manifest::new(J, table.database(), "ADD COLUMN age INT NOT NULL DEFAULT 0")
-        .with_spec("  copy:\n    threads: 4\n    chunkSize: 500\n");
+        .with_spec("  copy:\n    threads: 4\n    chunkSize: 500\n    targetChunkTimeMillis: 0\n");
 
     let applied = Instant::now();
     apply(cluster, &manifest).await;
