@@ -961,7 +961,12 @@ fn run_resume(ctx: &Ctx, case: &Case, log: &mut CaseLog) -> Result<GhostRun, Fai
     let deadline = Instant::now() + ctx.timeout;
     // Unthrottled, as gh-ost's script (THROTTLE_SECONDS=0): a throttle pauses the binlog apply,
     // and a checkpoint times out waiting for the apply to catch up.
-    let first = ghost_args(ctx, case, 0, &case.files.extra_args);
+    // The case's --nice-ratio stretches gh-ost's fixed 1,000-row chunks past the first
+    // checkpoint; adaptive chunks (ghost's default) would copy its rows in a few large chunks
+    // before that.
+    let mut first_extra = case.files.extra_args.clone();
+    first_extra.push("--target-chunk-time-millis=0".to_string());
+    let first = ghost_args(ctx, case, 0, &first_extra);
     let (mut child, offset) = spawn_ghost(log, &first)?;
     let limit = CHECKPOINT_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
     let waited = poll_while_running(&mut child, limit, "a checkpoint was written", || {
