@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::deferred_indexes::{self, DeferredIndex, RECORD_HINT};
 use super::{Live, Run};
-use crate::engine::error::{EngineError, Result, SqlContext};
+use crate::engine::error::{EngineError, Result, SqlContext, is_connection_error};
 use crate::engine::inspector;
 use crate::engine::progress::Phase;
 use crate::sql::qualified;
@@ -86,8 +86,25 @@ impl Run {
     }
 
     /// After the row copy: builds every deferred index the ghost table lacks, online, while the
-    /// binary log keeps being applied. Nothing to do without deferred indexes.
+    /// binary log keeps being applied. Nothing to do without deferred indexes. A lost session
+    /// (killed, server restarting) is retried within `--default-retries`: a killed ALTER is
+    /// rolled back, and the next attempt builds what is still missing.
     pub(super) async fn build_deferred_indexes(&mut self, live: &mut Live) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.build_missing_indexes(live).await {
+                Err(e) if is_connection_error(&e) => {
+                    self.retry_or_fail("building the deferred secondary indexes", attempt, e)
+                        .await?;
+                    self.revive_sessions(live).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn build_missing_indexes(&mut self, live: &mut Live) -> Result<()> {
         let wanted = self.deferred_record().await?;
         if wanted.is_empty() {
             return Ok(());
