@@ -314,7 +314,7 @@ pub struct CopySpec {
     pub defer_secondary_indexes: Option<bool>,
 
     /// Leave binary log changes to rows the copy has not reached yet to the copy (a single
-    /// integer key only; ghost's --skip-uncopied-changes). Default true.
+    /// integer key only; ghost's --skip-uncopied-changes). Default false: experimental.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_uncopied_changes: Option<bool>,
 

@@ -159,7 +159,7 @@ impl MigrationConfig {
             revert_from: None,
             copy_threads: 1,
             defer_secondary_indexes: true,
-            skip_uncopied_changes: true,
+            skip_uncopied_changes: false,
             coalesce_changes: true,
             force_table_names: None,
             allow_nullable_unique_key: false,

@@ -187,7 +187,7 @@ pub fn migration_config(
         spec.copy.as_ref().and_then(pick).unwrap_or(default)
     };
     cfg.defer_secondary_indexes = copy_option(|c| c.defer_secondary_indexes, true);
-    cfg.skip_uncopied_changes = copy_option(|c| c.skip_uncopied_changes, true);
+    cfg.skip_uncopied_changes = copy_option(|c| c.skip_uncopied_changes, false);
     cfg.coalesce_changes = copy_option(|c| c.coalesce_changes, true);
     cfg.target_chunk_time = spec
         .copy
@@ -355,7 +355,7 @@ spec:
   table: users
   alter: ALTER TABLE shop.users ADD COLUMN age INT
   execute: false
-  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, deferSecondaryIndexes: false, skipUncopiedChanges: false, coalesceChanges: false, dmlBatchSize: 50, niceRatio: 0.5}
+  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, deferSecondaryIndexes: false, skipUncopiedChanges: true, coalesceChanges: false, dmlBatchSize: 50, niceRatio: 0.5}
   throttle:
     paused: true
     maxLagMillis: 2000
@@ -474,7 +474,7 @@ spec:
             !cfg.defer_secondary_indexes,
             "copy.deferSecondaryIndexes: false"
         );
-        assert!(!cfg.skip_uncopied_changes && !cfg.coalesce_changes);
+        assert!(cfg.skip_uncopied_changes && !cfg.coalesce_changes);
         let hooks = &cfg.hooks.webhooks;
         assert_eq!(hooks.len(), 2);
         assert_eq!(hooks[0].url, "https://hooks/a");
