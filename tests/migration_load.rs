@@ -545,3 +545,78 @@ async fn deferred_secondary_indexes_under_mixed_load() {
     assert_eq!(p.checksum_passes, 1);
     assert_eq!(p.chunks_recopied, 0, "the checksum found differences");
 }
+
+/// An application transaction holds a row lock the copy needs: the copy gives up each wait after
+/// a few seconds (its session's `innodb_lock_wait_timeout`) and tries again with a smaller chunk,
+/// instead of the server's 50 s. That is what breaks a deadlock InnoDB cannot see, such as a
+/// replica whose ordered commits wait on the copy's shared locks. Seen here as several waiting
+/// copy transactions, one after the other, while the lock is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copy_gives_up_a_row_lock_wait_and_tries_again() {
+    let schema = common::TestSchema::create("lockwait").await;
+    let mut admin = schema.admin_config().connect().await.expect("admin");
+    create_table(&mut admin, 20_000).await;
+    let mut holder = schema.admin_config().connect().await.expect("holder");
+    holder.query_drop("START TRANSACTION").await.expect("begin");
+    holder
+        .query_drop("SELECT id FROM t WHERE id = 15000 FOR UPDATE")
+        .await
+        .expect("lock a row");
+    let holder_id = holder.id();
+
+    let mut cfg = config(&schema.name, "ADD COLUMN e INT NOT NULL DEFAULT 7");
+    cfg.default_retries = 3;
+    cfg.target_chunk_time = Some(Duration::from_millis(250));
+    let (controls_tx, controls_rx) = watch::channel(Controls {
+        chunk_size: 1000,
+        postpone_cut_over: true,
+        ..Controls::default()
+    });
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    let migration = tokio::spawn(Migration::new(cfg, controls_rx, progress_tx).run());
+
+    // The copy's waiting transactions, from the first one seen until 11 s later.
+    let mut waiting: Vec<u64> = Vec::new();
+    let mut first_seen: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while first_seen.is_none_or(|t| t.elapsed() < Duration::from_secs(11)) {
+        assert!(
+            Instant::now() < deadline,
+            "the copy never waited for the lock"
+        );
+        let p = progress_rx.borrow().clone();
+        assert!(!p.phase.is_terminal(), "migration ended early: {p:?}");
+        let ids: Vec<String> = admin
+            .exec(
+                "SELECT CAST(trx_id AS CHAR) FROM information_schema.INNODB_TRX \
+                 WHERE trx_state = 'LOCK WAIT' AND trx_mysql_thread_id <> ?",
+                (holder_id,),
+            )
+            .await
+            .expect("INNODB_TRX");
+        for id in ids.iter().filter_map(|id| id.parse::<u64>().ok()) {
+            first_seen.get_or_insert_with(Instant::now);
+            if !waiting.contains(&id) {
+                waiting.push(id);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    holder.query_drop("ROLLBACK").await.expect("release");
+    let _ = holder.disconnect().await;
+
+    let mut progress_rx = progress_rx;
+    wait_phase(&mut progress_rx, Phase::Postponed, Duration::from_secs(60)).await;
+    backlog_applied_and_tables_equal(&mut admin, &progress_rx).await;
+    controls_tx.send_modify(|c| c.postpone_cut_over = false);
+    let outcome = migration.await.expect("task").expect("migration");
+    assert!(matches!(outcome, Outcome::Migrated { .. }), "{outcome:?}");
+    eprintln!(
+        "row lock held 11 s: the copy waited in {} transactions",
+        waiting.len()
+    );
+    assert!(
+        waiting.len() >= 2,
+        "one copy transaction waited the whole time (the server's lock wait timeout): {waiting:?}"
+    );
+}

@@ -56,6 +56,14 @@ impl ChunkSizer {
         self.current = next.clamp(MIN_CHUNK, MAX_CHUNK);
     }
 
+    /// The last chunk waited too long for row locks: the next is half as big (adaptive sizes
+    /// only; a fixed chunk-size is the user's).
+    pub fn back_off(&mut self) {
+        if self.target.is_some() {
+            self.current = (self.current / 2).max(MIN_CHUNK);
+        }
+    }
+
     pub fn current(&self) -> u64 {
         self.current
     }
@@ -98,6 +106,16 @@ mod tests {
         let mut small = ChunkSizer::new(Some(10 * MS), 12);
         small.observe(1000 * MS);
         assert_eq!(small.current(), MIN_CHUNK);
+    }
+
+    #[test]
+    fn lock_waits_halve_adaptive_chunks_only() {
+        let mut adaptive = ChunkSizer::new(Some(100 * MS), 1000);
+        adaptive.back_off();
+        assert_eq!(adaptive.next(1000), 500);
+        let mut fixed = ChunkSizer::new(None, 1000);
+        fixed.back_off();
+        assert_eq!(fixed.next(1000), 1000);
     }
 
     #[test]

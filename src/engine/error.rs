@@ -94,6 +94,15 @@ pub fn is_connection_error(error: &EngineError) -> bool {
     }
 }
 
+/// A row-lock wait ended (1205, lock wait timeout) or InnoDB chose this transaction as a
+/// deadlock's victim (1213): the same statement can succeed once the other side moves on.
+pub fn is_lock_wait(error: &EngineError) -> bool {
+    matches!(
+        error,
+        EngineError::Sql { source: mysql_async::Error::Server(s), .. } if matches!(s.code, 1205 | 1213)
+    )
+}
+
 /// Attaches a human context to a mysql_async error.
 pub trait SqlContext<T> {
     fn sql_context(self, context: impl FnOnce() -> String) -> Result<T>;
@@ -142,5 +151,17 @@ mod tests {
         assert!(is_connection_error(&sql(1927)));
         assert!(!is_connection_error(&sql(1062)));
         assert!(!is_connection_error(&EngineError::Refused("no".into())));
+    }
+
+    #[test]
+    fn lock_waits_and_deadlocks_are_told_apart() {
+        let sql = |code| EngineError::Sql {
+            context: "c".into(),
+            source: server_error(code),
+        };
+        assert!(is_lock_wait(&sql(1205)));
+        assert!(is_lock_wait(&sql(1213)));
+        assert!(!is_lock_wait(&sql(2013)));
+        assert!(!is_lock_wait(&EngineError::Refused("no".into())));
     }
 }

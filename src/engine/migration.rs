@@ -1395,7 +1395,10 @@ impl Sessions {
             copy: SessionFactory::new(
                 applier.clone(),
                 vec![format!(
-                    "SET SESSION time_zone = @@global.time_zone, sql_mode = {mode}"
+                    "SET SESSION time_zone = @@global.time_zone, sql_mode = {mode}, \
+                     innodb_lock_wait_timeout = \
+                     CAST(LEAST(@@global.innodb_lock_wait_timeout, {}) AS UNSIGNED)",
+                    row_copy::COPY_LOCK_WAIT_SECS
                 )],
             ),
             apply: SessionFactory::new(

@@ -13,7 +13,7 @@ use mysql_async::Conn;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::row_copy::MovingRate;
+use super::row_copy::{ChunkAttempts, MovingRate};
 use super::{Live, Run};
 use crate::engine::checksum::KeyRange;
 use crate::engine::chunk_size::ChunkSizer;
@@ -25,7 +25,7 @@ struct Chunk {
     lower: KeyTuple,
     first: bool,
     upper: KeyTuple,
-    attempt: u32,
+    attempts: ChunkAttempts,
     done: bool,
 }
 
@@ -113,7 +113,7 @@ impl Run {
                                             lower: lower.clone(),
                                             first,
                                             upper: upper.clone(),
-                                            attempt: 0,
+                                            attempts: ChunkAttempts::default(),
                                             done: false,
                                         },
                                     );
@@ -229,10 +229,7 @@ impl Run {
             }
             Err(e) => {
                 let attempt = match chunks.get_mut(&seq) {
-                    Some(chunk) => {
-                        chunk.attempt += 1;
-                        chunk.attempt
-                    }
+                    Some(chunk) => chunk.attempts.record(&e),
                     None => 1,
                 };
                 warn!(error = %e, attempt, "a parallel copy chunk failed");

@@ -8,8 +8,36 @@ use crate::engine::applier::KeyWindow;
 use crate::engine::checksum::KeyRange;
 use crate::engine::chunk_size::ChunkSizer;
 use crate::engine::copier::{ChunkResult, KeyTuple};
-use crate::engine::error::{EngineError, Result};
+use crate::engine::error::{EngineError, Result, is_lock_wait};
 use crate::engine::hooks::{HookPoint, env_last_batch_copy_error};
+
+/// A copy session's `innodb_lock_wait_timeout`, in seconds (or the server's, when lower). A copy
+/// that waits for a row lock longer than this gives up and tries again with a smaller chunk: a
+/// deadlock InnoDB cannot see (a replica's workers committing in order, one of them waiting for
+/// the copy's shared locks) then costs seconds instead of the server's 50.
+pub(super) const COPY_LOCK_WAIT_SECS: u32 = 3;
+/// So many ended lock waits count as one failed attempt: before giving up, a copy waits for row
+/// locks as long in total as gh-ost would (its retries times the server's default 50 s).
+const LOCK_WAITS_PER_ATTEMPT: u32 = 50 / COPY_LOCK_WAIT_SECS;
+
+/// Failed attempts at one chunk, with ended lock waits weighed as above.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ChunkAttempts {
+    failures: u32,
+    lock_waits: u32,
+}
+
+impl ChunkAttempts {
+    /// Records a failure; returns the attempt number the retry budget is checked against.
+    pub(super) fn record(&mut self, error: &EngineError) -> u32 {
+        if is_lock_wait(error) {
+            self.lock_waits += 1;
+        } else {
+            self.failures += 1;
+        }
+        self.failures + self.lock_waits.div_ceil(LOCK_WAITS_PER_ATTEMPT)
+    }
+}
 
 /// Rows per second over a sliding window, so the ETA follows the current pace.
 pub(super) struct MovingRate {
@@ -94,6 +122,8 @@ impl Run {
         max: KeyTuple,
     ) -> Result<()> {
         let (mut rate, mut sizer) = self.copy_pace();
+        // Failures of the chunk at `lower`, kept when a lock wait has it cut again smaller.
+        let mut attempts = ChunkAttempts::default();
         loop {
             if self.cfg.skip_uncopied_changes && live.copy_window_allowed {
                 live.copy_window = KeyWindow::not_yet_copied(&lower, first, &max);
@@ -129,22 +159,25 @@ impl Run {
                 return Ok(());
             };
             let check = self.cfg.panic_on_warnings.then_some(live.ghost_key.clone());
-            let mut attempt = 0;
             let chunk_lower = (!first).then(|| lower.clone());
-            let chunk = loop {
-                attempt += 1;
-                match live
-                    .copier
-                    .copy_chunk(&mut live.copy_conn, &lower, first, &upper, check.as_deref())
-                    .await
-                {
-                    Ok(chunk) => break chunk,
-                    Err(e) => {
-                        self.chunk_failed(attempt, e).await?;
-                        self.revive_sessions(live).await;
+            let chunk = match live
+                .copier
+                .copy_chunk(&mut live.copy_conn, &lower, first, &upper, check.as_deref())
+                .await
+            {
+                Ok(chunk) => chunk,
+                Err(e) => {
+                    let lock_wait = is_lock_wait(&e);
+                    self.chunk_failed(attempts.record(&e), e).await?;
+                    self.revive_sessions(live).await;
+                    if lock_wait {
+                        // Fewer rows hold fewer locks: the chunk is cut again, smaller.
+                        sizer.back_off();
                     }
+                    continue;
                 }
             };
+            attempts = ChunkAttempts::default();
             if chunk.skipped_on_other_key {
                 live.skipped_ranges.push(KeyRange {
                     after: chunk_lower,
@@ -220,6 +253,32 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn server_error(code: u16) -> EngineError {
+        EngineError::Sql {
+            context: "copying a chunk".into(),
+            source: mysql_async::Error::Server(mysql_async::ServerError {
+                code,
+                message: "m".into(),
+                state: "HY000".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn lock_waits_weigh_less_than_other_failures() {
+        let mut attempts = ChunkAttempts::default();
+        assert_eq!(attempts.record(&server_error(1205)), 1);
+        for _ in 1..LOCK_WAITS_PER_ATTEMPT {
+            assert_eq!(attempts.record(&server_error(1213)), 1);
+        }
+        assert_eq!(attempts.record(&server_error(1205)), 2);
+        assert_eq!(
+            attempts.record(&server_error(2013)),
+            3,
+            "a lost session counts whole"
+        );
+    }
 
     #[test]
     fn moving_rate_follows_the_recent_pace() {
