@@ -90,6 +90,53 @@ async fn kill_at_every_cut_over_step() {
     tally.report("kill at every cut-over step");
 }
 
+/// `--skip-uncopied-changes` across a kill mid-copy: the resumed run's ghost table already holds
+/// rows past its checkpoint's key (copied after the checkpoint), which the copy's `INSERT IGNORE`
+/// would keep as they are, so their changes must still be applied. The copy is slowed down (tiny
+/// chunks, a nice ratio) so a checkpoint is written mid-copy (every 10 s at the least), and the
+/// checksum is off so that nothing but the apply path keeps the rows right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_mid_copy_and_resume_leaving_uncopied_changes_to_the_copy() {
+    let trials = (env_count("GHOST_FAULT_TRIALS", 20) / 10).max(1);
+    let tally = Tally::default();
+    let flags = [
+        "--skip-uncopied-changes=true",
+        "--checksum=false",
+        "--chunk-size=10",
+        "--target-chunk-time-millis=0",
+        "--nice-ratio=8",
+    ];
+    for trial in 0..trials {
+        let t = Trial::start_with("windowkill", RANDOM_ROWS).await;
+        let mut run = common::fault::Running::spawn(ghost(&t.schema.name, &flags));
+        for line in ["row copy starting", "checkpoint success"] {
+            assert!(
+                run.wait_for(line, std::time::Duration::from_secs(120)),
+                "trial {trial}: never saw {line:?}:\n{}",
+                common::fault::tail(&run.text(), 30)
+            );
+        }
+        // The copy goes on past the checkpoint's key, with the writers behind and ahead of it.
+        let delay = std::time::Duration::from_millis(rand::random_range(1000..=2500));
+        tokio::time::sleep(delay).await;
+        let _ = run.child.kill();
+        let (_, output) = run.finish(std::time::Duration::from_secs(10));
+        assert!(
+            !output.contains("Row copy complete"),
+            "trial {trial}: the copy ended before the kill; slow it down"
+        );
+        tally.kills.fetch_add(1, Ordering::Relaxed);
+        let resumed = t.resume_with(&flags);
+        assert!(
+            resumed.status.success(),
+            "trial {trial}: the resumed run failed: {}",
+            describe(&resumed)
+        );
+        t.finish(&tally, &format!("window trial {trial}")).await;
+    }
+    tally.report("kill mid-copy and resume, changes ahead of the copy left to it");
+}
+
 /// SIGKILL while a finished cut-over cleans up (the old table kept, or dropped with
 /// `--ok-to-drop-table`): the resumed run finishes the clean-up, or recognises the finished run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

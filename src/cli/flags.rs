@@ -238,7 +238,7 @@ pub static FLAGS: &[FlagDef] = &[
     ghost("webhook-secret", STR, "", "secret that signs webhook payloads"),
     ghost("checksum", BOOL, "true", "compare both tables chunk by chunk before the cut-over; chunks that differ are copied again"),
     ghost("defer-secondary-indexes", BOOL, "true", "copy into the ghost table without its plain secondary indexes and build them online after the row copy"),
-    ghost("skip-uncopied-changes", BOOL, "false", "leave binlog changes to rows the copy has not reached yet to the copy (single integer key; experimental: unsafe on --resume)"),
+    ghost("skip-uncopied-changes", BOOL, "false", "leave binlog changes to rows the copy has not reached yet to the copy (single integer key, one copier; experimental)"),
     ghost("coalesce-changes", BOOL, "true", "write each batch of binlog changes as each row's last image, in multi-row statements (when every new unique key is enforced by the original)"),
     ghost("copy-threads", UINT, "1", "chunks copied at once, each on its own connection (1 to 64)"),
     ghost("target-chunk-time-millis", UINT, "250", "resize chunks so each copy takes about this long, starting from --chunk-size; 0 keeps the size fixed (gh-ost's behaviour)"),

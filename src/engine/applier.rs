@@ -322,13 +322,7 @@ impl ApplyPlan {
             img: &'a Option<Vec<Value>>,
             what: &str,
         ) -> Result<&'a Vec<Value>> {
-            img.as_ref().ok_or_else(|| {
-                EngineError::Stream(format!(
-                    "{:?} on {} without a {what} image",
-                    change.kind,
-                    change.table.qualified_name()
-                ))
-            })
+            img.as_ref().ok_or_else(|| missing_image(change, what))
         }
         let pick =
             |row: &[Value], idx: &[usize]| idx.iter().map(|&i| row[i].clone()).collect::<Vec<_>>();
@@ -437,6 +431,15 @@ impl ApplyPlan {
             }
         }
     }
+}
+
+/// A row event without the image its kind needs (`what`: "before" or "after").
+fn missing_image(change: &RowChange, what: &str) -> EngineError {
+    EngineError::Stream(format!(
+        "{:?} on {} without a {what} image",
+        change.kind,
+        change.table.qualified_name()
+    ))
 }
 
 #[cfg(test)]

@@ -112,6 +112,32 @@ impl Copier {
         }
     }
 
+    /// The ghost table's highest key up to `max`, for a single non-ENUM key column (None
+    /// otherwise, or when no row is there): rows the binlog, or an earlier run, wrote before the
+    /// copy reached them.
+    pub async fn ghost_high_water(&self, conn: &mut Conn, max: &[Value]) -> Result<Option<Value>> {
+        let ([column], [false], [max]) =
+            (self.key_columns.as_slice(), self.enum_keys.as_slice(), max)
+        else {
+            return Ok(None);
+        };
+        let Some(index) = self.source_columns.iter().position(|c| c == column) else {
+            return Ok(None);
+        };
+        let ghost_column = quote_ident(&self.ghost_columns[index]);
+        let highest: Option<Value> = conn
+            .exec_first(
+                format!(
+                    "SELECT MAX({ghost_column}) FROM {} WHERE {ghost_column} <= ?",
+                    self.ghost
+                ),
+                (max.clone(),),
+            )
+            .await
+            .sql_context(|| format!("reading the highest key of {}", self.ghost))?;
+        Ok(highest.filter(|v| *v != Value::NULL))
+    }
+
     /// The ghost table's name of the copy key (`PRIMARY`, or the unique key holding its columns).
     pub fn with_ghost_key_name(mut self, name: &str) -> Self {
         self.ghost_key_name = name.to_string();

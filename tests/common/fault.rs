@@ -132,7 +132,14 @@ impl Trial {
 
     /// Runs `--resume` to the end (a first success is fine too: some kills come after the end).
     pub fn resume(&self) -> std::process::Output {
-        ghost(&self.schema.name, &["--resume"])
+        self.resume_with(&[])
+    }
+
+    /// `--resume` with `extra` flags.
+    pub fn resume_with(&self, extra: &[&str]) -> std::process::Output {
+        let mut flags = vec!["--resume"];
+        flags.extend_from_slice(extra);
+        ghost(&self.schema.name, &flags)
             .output()
             .expect("run ghost --resume")
     }

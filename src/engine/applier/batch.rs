@@ -18,8 +18,8 @@ use std::collections::HashMap;
 
 use mysql_async::Value;
 
-use super::{ApplyPlan, Shape, Statement, WriteMode};
-use crate::engine::error::{EngineError, Result};
+use super::{ApplyPlan, Shape, Statement, WriteMode, missing_image};
+use crate::engine::error::Result;
 use crate::engine::json_value;
 use crate::engine::streamer::{ChangeKind, RowChange};
 use crate::sql::dml::{delete_by_keys, replace_rows_into};
@@ -50,6 +50,19 @@ impl KeyWindow {
             after: if lower_included { lower - 1 } else { lower },
             through: integer(max)?,
         })
+    }
+
+    /// The window without the keys up to `floor`: the ghost table's highest key when the copy
+    /// starts. A row already there (written by the binlog before the copy began, or by an earlier
+    /// run before `--resume`) is one the copy's `INSERT IGNORE` would keep as it is, so its
+    /// changes must be applied. None when nothing is left.
+    pub fn above(self, floor: Option<&Value>) -> Option<Self> {
+        let Some(floor) = floor else {
+            return Some(self);
+        };
+        // A floor that is not an integer cannot be placed: no window at all is the safe side.
+        let after = self.after.max(integer(floor)?);
+        (after < self.through).then_some(Self { after, ..self })
     }
 
     pub fn contains(&self, key: &[Value]) -> bool {
@@ -227,11 +240,7 @@ impl ApplyPlan {
             None
         };
         if let Some(what) = missing {
-            return Err(EngineError::Stream(format!(
-                "{:?} on {} without a {what} image",
-                change.kind,
-                change.table.qualified_name()
-            )));
+            return Err(missing_image(change, what));
         }
         Ok((
             before.filter(|_| needs_before),
@@ -466,6 +475,30 @@ mod tests {
                 &[Value::Bytes(b"z".to_vec())]
             )
             .is_none()
+        );
+    }
+
+    #[test]
+    fn rows_already_in_the_ghost_table_raise_the_windows_floor() {
+        let w = || KeyWindow::not_yet_copied(&[Value::Int(10)], false, &[Value::Int(20)]).unwrap();
+        let raised = w().above(Some(&Value::UInt(15))).unwrap();
+        assert!(!raised.contains(&[Value::Int(15)]), "a row there already");
+        assert!(raised.contains(&[Value::Int(16)]));
+        assert_eq!(
+            w().above(Some(&Value::Int(5))),
+            Some(w()),
+            "below the copy: no change"
+        );
+        assert_eq!(w().above(None), Some(w()), "an empty ghost table");
+        assert_eq!(
+            w().above(Some(&Value::Int(20))),
+            None,
+            "every key has a row already"
+        );
+        assert_eq!(
+            w().above(Some(&Value::Double(1.5))),
+            None,
+            "unplaceable floor: no window"
         );
     }
 }

@@ -3,7 +3,15 @@
 
 use mysql_async::{Conn, prelude::Queryable};
 
-use super::*;
+use tracing::info;
+
+use super::ghost_trigger_name;
+use crate::engine::config::{MigrationConfig, Topology};
+use crate::engine::conn::ConnectionConfig;
+use crate::engine::dialect::ServerInfo;
+use crate::engine::error::{EngineError, Result, SqlContext};
+use crate::engine::inspector::Trigger;
+use crate::engine::{inspector, wording};
 
 /// The applier: the replica itself for test/migrate-on-replica, else the primary (given, or read
 /// from the replica's replication status), else the inspected server when it is the primary and

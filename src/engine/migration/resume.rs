@@ -3,7 +3,16 @@
 
 use mysql_async::Conn;
 
-use super::*;
+use tracing::info;
+
+use super::{Outcome, recover};
+use crate::engine::alter::AlterStatement;
+use crate::engine::checkpoint::{Checkpoint, CheckpointTable};
+use crate::engine::config::MigrationConfig;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::inspector;
+use crate::engine::names::TableNames;
+use crate::sql::qualified;
 
 /// `--revert`: the old table must be there, and a cut-over checkpoint of the migration that
 /// made it.

@@ -3,6 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use mysql_async::Value;
+use tracing::warn;
+
 use super::{Live, Run};
 use crate::engine::applier::KeyWindow;
 use crate::engine::checksum::KeyRange;
@@ -124,9 +127,11 @@ impl Run {
         let (mut rate, mut sizer) = self.copy_pace();
         // Failures of the chunk at `lower`, kept when a lock wait has it cut again smaller.
         let mut attempts = ChunkAttempts::default();
+        let window_floor = self.copy_window_floor(live, &max).await;
         loop {
-            if self.cfg.skip_uncopied_changes && live.copy_window_allowed {
-                live.copy_window = KeyWindow::not_yet_copied(&lower, first, &max);
+            if let Some(floor) = &window_floor {
+                live.copy_window = KeyWindow::not_yet_copied(&lower, first, &max)
+                    .and_then(|w| w.above(floor.as_ref()));
             }
             self.check_abort()?;
             // Throttling pauses both sides: queued changes wait in the bounded channel (and, past
@@ -192,6 +197,24 @@ impl Run {
             self.chunk_copied(&mut rate, &sizer, &chunk);
             if controls.nice_ratio > 0.0 {
                 tokio::time::sleep(chunk.elapsed.mul_f64(controls.nice_ratio)).await;
+            }
+        }
+    }
+
+    /// Whether changes above the copy may be left to it (`--skip-uncopied-changes`), and from
+    /// which key on: Some(floor) when they may, with the ghost table's highest key at the copy's
+    /// start, the rows the copy's `INSERT IGNORE` would not overwrite (None: no row yet). Nothing
+    /// is applied between this read and the copy's first window, both in this task.
+    async fn copy_window_floor(&self, live: &mut Live, max: &KeyTuple) -> Option<Option<Value>> {
+        if !(self.cfg.skip_uncopied_changes && live.copy_window_allowed) {
+            return None;
+        }
+        match live.copier.ghost_high_water(&mut live.copy_conn, max).await {
+            Ok(floor) => Some(floor),
+            Err(e) => {
+                // Every change is applied then, as without the option.
+                warn!(error = %e, "cannot read the ghost table's highest key; every change is applied");
+                None
             }
         }
     }
