@@ -106,6 +106,9 @@ class GhostRun:
         self.t_exit = None
         self.rc = None
         self.rusage = None
+        # Peak RSS from the engine's own VmHWM: wait4's ru_maxrss also counts the forked Python
+        # interpreter before exec (Linux keeps that peak across execve), ~70 MiB of it.
+        self.peak_rss_kib = None
         self._stop = threading.Event()
         self._poller = None
 
@@ -133,8 +136,19 @@ class GhostRun:
                 self._record(status)
             except (OSError, ValueError):
                 pass  # not listening yet, or gone
+            self._read_peak_rss()
             next_at += POLL_SECONDS
             self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def _read_peak_rss(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        kib = int(line.split()[1])
+                        self.peak_rss_kib = max(self.peak_rss_kib or 0, kib)
+        except (OSError, ValueError, AttributeError):
+            pass  # not started yet, or gone
 
     def _record(self, status):
         p = status.get("progress", {})
@@ -262,7 +276,7 @@ class GhostRun:
             "lag_p99_ms": percentile(lags, 99),
             "lag_max_ms": lags[-1] if lags else None,
             "cpu_s": ru.ru_utime + ru.ru_stime if ru else None,
-            "rss_mib": ru.ru_maxrss / 1024 if ru else None,  # KiB on Linux
+            "rss_mib": self.peak_rss_kib / 1024 if self.peak_rss_kib else None,
             "lock_ms": self.lock_ms(),
             "throttled_samples": sum(1 for s in self.samples if s["throttled"]),
         }
