@@ -1200,9 +1200,7 @@ impl Run {
     }
 
     async fn finish(&mut self, live: &mut Live) -> Result<()> {
-        self.changelog()
-            .write_state(&mut self.ddl_conn, STATE_MIGRATED)
-            .await?;
+        self.cleanup_step(CleanupStep::RecordMigrated).await?;
         self.stop_tasks();
         drop(live.events.try_recv());
         let old = qualified(&self.cfg.database, &self.names.old);
@@ -1211,11 +1209,12 @@ impl Run {
                 self.write_cut_over_checkpoint().await;
             }
             if self.cfg.ok_to_drop_table {
-                drop_table_if_exists(&mut self.ddl_conn, &self.cfg.database, &self.names.old)
+                self.cleanup_step(CleanupStep::Drop(self.names.old.clone()))
                     .await?;
                 crash_point::reached("finish:old-table-dropped");
-                if let Some(table) = self.checkpoint_table() {
-                    table.drop_table(&mut self.ddl_conn).await?;
+                if self.checkpoint_table().is_some() {
+                    self.cleanup_step(CleanupStep::Drop(self.names.checkpoint.clone()))
+                        .await?;
                 }
             } else {
                 info!("the old table is kept as {old}; drop it with: DROP TABLE IF EXISTS {old}");
@@ -1226,10 +1225,43 @@ impl Run {
         crash_point::reached("finish:changelog-left");
         // Last: while the changelog holds the cut-over record, a run killed above is finished
         // by `--resume`.
-        self.changelog().drop_table(&mut self.ddl_conn).await?;
+        self.cleanup_step(CleanupStep::Drop(self.names.changelog.clone()))
+            .await?;
         self.created_tables = false;
         info!("clean-up complete");
         Ok(())
+    }
+
+    /// An idempotent step of the clean-up on the DDL session. A lost session (a KILL, a server
+    /// restart) is replaced and the step retried within `--default-retries`: the tables are
+    /// swapped already, and a lost connection must not fail the migration now.
+    async fn cleanup_step(&mut self, step: CleanupStep) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (what, result) = match &step {
+                CleanupStep::RecordMigrated => (
+                    "recording the migrated state",
+                    self.changelog()
+                        .write_state(&mut self.ddl_conn, STATE_MIGRATED)
+                        .await,
+                ),
+                CleanupStep::Drop(table) => (
+                    "dropping a table of the migration",
+                    drop_table_if_exists(&mut self.ddl_conn, &self.cfg.database, table).await,
+                ),
+            };
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if is_connection_error(&e) => {
+                    self.retry_or_fail(what, attempt, e).await?;
+                    if let Err(e) = self.sessions.ddl.revive(&mut self.ddl_conn).await {
+                        warn!(error = %e, session = "DDL", "a lost session cannot be replaced yet");
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// A checkpoint at `position` with the current counters.
@@ -1368,6 +1400,14 @@ impl Run {
 
 /// The migration's long-lived sessions on the applier, each opened with the settings it needs.
 #[derive(Clone, Debug)]
+/// The clean-up's steps after the swap (`Run::cleanup_step`).
+enum CleanupStep {
+    /// The changelog's `Migrated` state.
+    RecordMigrated,
+    /// `DROP TABLE IF EXISTS` of one of the migration's tables (old, checkpoint, changelog).
+    Drop(String),
+}
+
 struct Sessions {
     /// DDL, changelog and checkpoints: zero dates allowed with `--allow-zero-in-date`, so tables
     /// with zero-date defaults can be created and altered.
