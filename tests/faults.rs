@@ -107,7 +107,8 @@ async fn kill_mid_copy_and_resume_leaving_uncopied_changes_to_the_copy() {
         "--nice-ratio=8",
     ];
     for trial in 0..trials {
-        let t = Trial::start_with("windowkill", RANDOM_ROWS).await;
+        // Twice the rows of the random kills: the slowed copy must outlast the first checkpoint.
+        let t = Trial::start_with("windowkill", 2 * RANDOM_ROWS).await;
         let mut run = common::fault::Running::spawn(ghost(&t.schema.name, &flags));
         for line in ["row copy starting", "checkpoint success"] {
             assert!(
@@ -126,6 +127,8 @@ async fn kill_mid_copy_and_resume_leaving_uncopied_changes_to_the_copy() {
             "trial {trial}: the copy ended before the kill; slow it down"
         );
         tally.kills.fetch_add(1, Ordering::Relaxed);
+        // Slowed as well: a fast copy would pass the replayed changes' keys before they are
+        // applied, and apply them as behind it.
         let resumed = t.resume_with(&flags);
         assert!(
             resumed.status.success(),

@@ -1,5 +1,6 @@
-"""Runs `ghost migrate` as a child process, polls its HTTP status every 200 ms, reaps it with
-os.wait4 for its CPU time and peak RSS, and turns the samples into per-run figures.
+"""Runs `ghost migrate` as a child process, polls its HTTP status and its peak RSS (VmHWM,
+sampled) every 200 ms, reaps it with os.wait4 for its CPU time, and turns the samples into
+per-run figures.
 """
 
 import json
@@ -141,6 +142,8 @@ class GhostRun:
             self._stop.wait(max(0.0, next_at - time.monotonic()))
 
     def _read_peak_rss(self):
+        if self.rc is not None:
+            return  # reaped: the pid may be another process's now
         try:
             with open(f"/proc/{self.proc.pid}/status") as f:
                 for line in f:

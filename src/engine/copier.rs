@@ -112,17 +112,24 @@ impl Copier {
         }
     }
 
-    /// The ghost table's highest key up to `max`, for a single non-ENUM key column (None
-    /// otherwise, or when no row is there): rows the binlog, or an earlier run, wrote before the
-    /// copy reached them.
+    /// The ghost table's highest key up to `max` (None when no row is there): rows the binlog,
+    /// or an earlier run, wrote before the copy reached them. Only for a single non-ENUM key
+    /// column the ghost table keeps; an error otherwise, as the highest key cannot be told.
     pub async fn ghost_high_water(&self, conn: &mut Conn, max: &[Value]) -> Result<Option<Value>> {
+        let cannot_tell = || {
+            EngineError::Refused(format!(
+                "the highest copied key of {} cannot be read for key ({})",
+                self.ghost,
+                quoted_list(&self.key_columns)
+            ))
+        };
         let ([column], [false], [max]) =
             (self.key_columns.as_slice(), self.enum_keys.as_slice(), max)
         else {
-            return Ok(None);
+            return Err(cannot_tell());
         };
         let Some(index) = self.source_columns.iter().position(|c| c == column) else {
-            return Ok(None);
+            return Err(cannot_tell());
         };
         let ghost_column = quote_ident(&self.ghost_columns[index]);
         let highest: Option<Value> = conn

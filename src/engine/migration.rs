@@ -776,11 +776,22 @@ impl Run {
         // the one order this side can reproduce without the server's collation, and only when
         // the ghost table has no other unique key: there the copy never skips a row (a skipped
         // row's own changes would otherwise be what writes it).
+        // On both sides: the ghost table's highest key is read with MAX(), which orders a
+        // column changed to text as text ('9' > '10').
+        let is_integer = |table: &TableSchema, column: &str| {
+            table
+                .column_index(column)
+                .is_some_and(|i| matches!(table.columns[i].kind, ColumnKind::Integer { .. }))
+        };
         let copy_window_allowed = ghost_keys.len() == 1
             && match key.columns.as_slice() {
-                [column] => self.original.column_index(column).is_some_and(|i| {
-                    matches!(self.original.columns[i].kind, ColumnKind::Integer { .. })
-                }),
+                [column] => {
+                    is_integer(&self.original, column)
+                        && column_map
+                            .iter()
+                            .find(|(source, _)| source.eq_ignore_ascii_case(column))
+                            .is_some_and(|(_, target)| is_integer(&ghost, target))
+                }
                 _ => false,
             };
         let apply_conn = self.sessions.apply.open().await?;
@@ -1398,16 +1409,16 @@ impl Run {
     }
 }
 
-/// The migration's long-lived sessions on the applier, each opened with the settings it needs.
-#[derive(Clone, Debug)]
 /// The clean-up's steps after the swap (`Run::cleanup_step`).
 enum CleanupStep {
-    /// The changelog's `Migrated` state.
+    /// The changelog's `Migrated` state (an upsert; a retry adds one more history row).
     RecordMigrated,
     /// `DROP TABLE IF EXISTS` of one of the migration's tables (old, checkpoint, changelog).
     Drop(String),
 }
 
+/// The migration's long-lived sessions on the applier, each opened with the settings it needs.
+#[derive(Clone, Debug)]
 struct Sessions {
     /// DDL, changelog and checkpoints: zero dates allowed with `--allow-zero-in-date`, so tables
     /// with zero-date defaults can be created and altered.

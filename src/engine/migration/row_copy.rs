@@ -127,7 +127,7 @@ impl Run {
         let (mut rate, mut sizer) = self.copy_pace();
         // Failures of the chunk at `lower`, kept when a lock wait has it cut again smaller.
         let mut attempts = ChunkAttempts::default();
-        let window_floor = self.copy_window_floor(live, &max).await;
+        let mut window_floor = self.copy_window_floor(live, &max).await;
         loop {
             if let Some(floor) = &window_floor {
                 live.copy_window = KeyWindow::not_yet_copied(&lower, first, &max)
@@ -178,6 +178,10 @@ impl Run {
                     if lock_wait {
                         // Fewer rows hold fewer locks: the chunk is cut again, smaller.
                         sizer.back_off();
+                    } else if window_floor.is_some() {
+                        // A chunk whose COMMIT lost its answer may have committed: its rows are
+                        // in the ghost table now, and the floor must cover them.
+                        window_floor = self.copy_window_floor(live, &max).await;
                     }
                     continue;
                 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use mysql_async::{Conn, prelude::Queryable};
 use tracing::{info, warn};
 
+use super::row_copy::ChunkAttempts;
 use super::{Live, Run, Wait};
 use crate::engine::checksum::{ChecksumPlan, KeyRange};
 use crate::engine::error::{EngineError, Result, SqlContext};
@@ -68,13 +69,12 @@ impl Run {
             );
             for range in &differing {
                 self.check_abort()?;
-                let mut attempt = 0;
+                let mut attempts = ChunkAttempts::default();
                 let rows = loop {
-                    attempt += 1;
                     match plan.recopy(&mut live.copy_conn, range).await {
                         Ok(rows) => break rows,
                         Err(e) => {
-                            self.retry_or_fail("copying a chunk again", attempt, e)
+                            self.retry_or_fail("copying a chunk again", attempts.record(&e), e)
                                 .await?;
                             self.revive_sessions(live).await;
                         }
