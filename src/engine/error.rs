@@ -117,11 +117,20 @@ impl<T> SqlContext<T> for std::result::Result<T, mysql_async::Error> {
     }
 }
 
+/// A statement's server error with `code`, for tests of the classifiers above.
+#[cfg(test)]
+pub(crate) fn sql_error(code: u16) -> EngineError {
+    EngineError::Sql {
+        context: "c".into(),
+        source: tests::server_error(code),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn server_error(code: u16) -> mysql_async::Error {
+    pub(super) fn server_error(code: u16) -> mysql_async::Error {
         mysql_async::Error::Server(mysql_async::ServerError {
             code,
             message: "m".into(),
@@ -143,25 +152,17 @@ mod tests {
             is_connection_error(&connect(1040)),
             "too many connections passes"
         );
-        let sql = |code| EngineError::Sql {
-            context: "c".into(),
-            source: server_error(code),
-        };
-        assert!(is_connection_error(&sql(2013)));
-        assert!(is_connection_error(&sql(1927)));
-        assert!(!is_connection_error(&sql(1062)));
+        assert!(is_connection_error(&sql_error(2013)));
+        assert!(is_connection_error(&sql_error(1927)));
+        assert!(!is_connection_error(&sql_error(1062)));
         assert!(!is_connection_error(&EngineError::Refused("no".into())));
     }
 
     #[test]
     fn lock_waits_and_deadlocks_are_told_apart() {
-        let sql = |code| EngineError::Sql {
-            context: "c".into(),
-            source: server_error(code),
-        };
-        assert!(is_lock_wait(&sql(1205)));
-        assert!(is_lock_wait(&sql(1213)));
-        assert!(!is_lock_wait(&sql(2013)));
+        assert!(is_lock_wait(&sql_error(1205)));
+        assert!(is_lock_wait(&sql_error(1213)));
+        assert!(!is_lock_wait(&sql_error(2013)));
         assert!(!is_lock_wait(&EngineError::Refused("no".into())));
     }
 }

@@ -280,17 +280,7 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn server_error(code: u16) -> EngineError {
-        EngineError::Sql {
-            context: "copying a chunk".into(),
-            source: mysql_async::Error::Server(mysql_async::ServerError {
-                code,
-                message: "m".into(),
-                state: "HY000".into(),
-            }),
-        }
-    }
+    use crate::engine::error::sql_error as server_error;
 
     #[test]
     fn lock_waits_weigh_less_than_other_failures() {
