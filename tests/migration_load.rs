@@ -556,13 +556,13 @@ async fn the_copy_gives_up_a_row_lock_wait_and_tries_again() {
     let schema = common::TestSchema::create("lockwait").await;
     let mut admin = schema.admin_config().connect().await.expect("admin");
     create_table(&mut admin, 20_000).await;
+    let server = common::dialect::server(&mut admin).await;
     let mut holder = schema.admin_config().connect().await.expect("holder");
     holder.query_drop("START TRANSACTION").await.expect("begin");
     holder
         .query_drop("SELECT id FROM t WHERE id = 15000 FOR UPDATE")
         .await
         .expect("lock a row");
-    let holder_id = holder.id();
 
     let mut cfg = config(&schema.name, "ADD COLUMN e INT NOT NULL DEFAULT 7");
     cfg.default_retries = 3;
@@ -586,18 +586,9 @@ async fn the_copy_gives_up_a_row_lock_wait_and_tries_again() {
         );
         let p = progress_rx.borrow().clone();
         assert!(!p.phase.is_terminal(), "migration ended early: {p:?}");
-        // This test's copy only: other tests run at the same time on the same server. Compared
-        // as bytes: their statements may hold text MySQL cannot convert (error 3854).
-        let ids: Vec<String> = admin
-            .exec(
-                "SELECT CAST(trx_id AS CHAR) FROM information_schema.INNODB_TRX \
-                 WHERE trx_state = 'LOCK WAIT' AND trx_mysql_thread_id <> ? \
-                 AND CAST(trx_query AS BINARY) LIKE CONCAT('%', ?, '%')",
-                (holder_id, &schema.name),
-            )
-            .await
-            .expect("INNODB_TRX");
-        for id in ids.iter().filter_map(|id| id.parse::<u64>().ok()) {
+        // This test's copy only: other tests run at the same time on the same server.
+        let ids = common::dialect::transactions_waiting_in(&mut admin, &server, &schema.name).await;
+        for id in ids {
             first_seen.get_or_insert_with(Instant::now);
             if !waiting.contains(&id) {
                 waiting.push(id);

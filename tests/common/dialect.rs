@@ -61,6 +61,37 @@ pub async fn wait_for_gtids(
     result.flatten() == Some(0)
 }
 
+/// Transactions waiting for a row or table lock on a table of `schema`. Read from the lock
+/// tables, not `INNODB_TRX`: MySQL fails a whole `INNODB_TRX` read (error 3854) while any
+/// session's statement holds bytes it cannot convert to utf8mb3, such as another test's binary
+/// literal.
+pub async fn transactions_waiting_in(
+    conn: &mut Conn,
+    server: &ServerInfo,
+    schema: &str,
+) -> Vec<u64> {
+    let ids: Vec<String> = if server.is_mariadb() {
+        conn.exec(
+            "SELECT DISTINCT CAST(w.requesting_trx_id AS CHAR) \
+             FROM information_schema.INNODB_LOCK_WAITS w \
+             JOIN information_schema.INNODB_LOCKS l ON l.lock_id = w.requested_lock_id \
+             WHERE l.lock_table LIKE CONCAT('`', ?, '`.%')",
+            (schema,),
+        )
+        .await
+    } else {
+        conn.exec(
+            "SELECT DISTINCT CAST(ENGINE_TRANSACTION_ID AS CHAR) \
+             FROM performance_schema.data_locks \
+             WHERE LOCK_STATUS = 'WAITING' AND OBJECT_SCHEMA = ?",
+            (schema,),
+        )
+        .await
+    }
+    .expect("waiting transactions");
+    ids.iter().filter_map(|id| id.parse().ok()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
