@@ -104,6 +104,46 @@ fn postponed_under_load(
     }
 }
 
+/// A 20,000-row table migrated (`ADD COLUMN e`, `tweak`ed) under the mixed writer, in 50-row
+/// chunks, until the copy is done and the cut-over postponed.
+async fn postponed_after_copy_under_load(
+    label: &str,
+    tweak: impl FnOnce(&mut MigrationConfig),
+) -> (common::TestSchema, Conn, UnderLoad) {
+    let schema = common::TestSchema::create(label).await;
+    let mut admin = schema.admin_config().connect().await.expect("admin");
+    create_table(&mut admin, 20_000).await;
+    let mut cfg = config(&schema.name, "ADD COLUMN e INT NOT NULL DEFAULT 7");
+    tweak(&mut cfg);
+    let mut under_load = postponed_under_load(&schema, cfg, 50);
+    wait_phase(
+        &mut under_load.progress_rx,
+        Phase::Postponed,
+        Duration::from_secs(120),
+    )
+    .await;
+    (schema, admin, under_load)
+}
+
+/// Stops the writer, lets the postponed migration cut over, and returns its last progress and
+/// the writes made.
+async fn stop_writer_and_cut_over(under_load: UnderLoad) -> (Progress, u64) {
+    let UnderLoad {
+        controls_tx,
+        progress_rx,
+        stop,
+        writer,
+        migration,
+    } = under_load;
+    stop.store(true, Ordering::Relaxed);
+    let writes = writer.await.expect("writer");
+    controls_tx.send_modify(|c| c.postpone_cut_over = false);
+    let outcome = migration.await.expect("task").expect("migration");
+    assert!(matches!(outcome, Outcome::Migrated { .. }), "{outcome:?}");
+    let progress = progress_rx.borrow().clone();
+    (progress, writes)
+}
+
 async fn rows(conn: &mut Conn, table: &str, columns: &str) -> Vec<Row> {
     conn.query(format!("SELECT {columns} FROM `{table}` ORDER BY id"))
         .await
@@ -438,32 +478,46 @@ async fn chunks_grow_toward_the_target_chunk_time() {
 /// nothing to copy again) and the migration cuts over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_copy_under_mixed_load() {
-    let schema = common::TestSchema::create("parallel").await;
-    let mut admin = schema.admin_config().connect().await.expect("admin");
-    create_table(&mut admin, 20_000).await;
-
-    let mut cfg = config(&schema.name, "ADD COLUMN e INT NOT NULL DEFAULT 7");
-    cfg.copy_threads = 4;
-    let UnderLoad {
-        controls_tx,
-        mut progress_rx,
-        stop,
-        writer,
-        migration,
-    } = postponed_under_load(&schema, cfg, 50);
-    wait_phase(&mut progress_rx, Phase::Postponed, Duration::from_secs(120)).await;
-    stop.store(true, Ordering::Relaxed);
-    let writes = writer.await.expect("writer");
-    controls_tx.send_modify(|c| c.postpone_cut_over = false);
-    let outcome = migration.await.expect("task").expect("migration");
-    assert!(matches!(outcome, Outcome::Migrated { .. }), "{outcome:?}");
-    let p = progress_rx.borrow().clone();
+    let (_schema, _admin, under_load) =
+        postponed_after_copy_under_load("parallel", |cfg| cfg.copy_threads = 4).await;
+    let (p, writes) = stop_writer_and_cut_over(under_load).await;
     eprintln!(
         "parallel copy: {} rows copied by 4 workers, {writes} writes, {} events applied, \
          checksum passes {}, chunks copied again {}",
         p.rows_copied, p.events_applied, p.checksum_passes, p.chunks_recopied
     );
     assert!(p.rows_copied > 19_000, "rows copied: {}", p.rows_copied);
+    assert_eq!(p.checksum_passes, 1);
+    assert_eq!(p.chunks_recopied, 0, "the checksum found differences");
+}
+
+/// Binlog batches applied on four sessions at once, split by key, under the mixed writer (key
+/// moves and deletes included): the ghost table ends equal, the checksum finds nothing to copy
+/// again, and the lanes' sessions were really open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_apply_under_mixed_load() {
+    let (schema, mut admin, under_load) =
+        postponed_after_copy_under_load("lanes", |cfg| cfg.apply_threads = 4).await;
+    // Every engine session works in the migrated schema: the apply session, the copy and DDL
+    // sessions, and here four lanes.
+    let server = common::dialect::server(&mut admin).await;
+    let sessions = common::dialect::sessions_in(&mut admin, &server, &schema.name).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (p, writes) = stop_writer_and_cut_over(under_load).await;
+    eprintln!(
+        "parallel apply: {sessions} engine sessions, {writes} writes, {} events applied, \
+         checksum passes {}, chunks copied again {}",
+        p.events_applied, p.checksum_passes, p.chunks_recopied
+    );
+    assert!(
+        sessions >= 7,
+        "the four apply lanes are not open: {sessions} sessions"
+    );
+    assert!(
+        p.events_applied > 100,
+        "events applied: {}",
+        p.events_applied
+    );
     assert_eq!(p.checksum_passes, 1);
     assert_eq!(p.chunks_recopied, 0, "the checksum found differences");
 }

@@ -20,13 +20,14 @@ UPDATERS = 4
 ROWS_PER_STATEMENT = 100
 
 
-def run_sustained(ctx, rows):
+def run_sustained(ctx, rows, name="defaults", flags=()):
+    """One ramp with ghost's defaults plus `flags` (a VARIANTS entry)."""
     count = fresh_copy(ctx.server, rows)
     flag = os.path.join(ctx.out, "postpone-cut-over.flag")
     open(flag, "w").close()
     ctx.flag_files.append(flag)
-    log = os.path.join(ctx.out, "ghost-sustained.log")
-    run = GhostRun(ctx.ghost_bin, ctx.server, [], log, postpone_file=flag)
+    log = os.path.join(ctx.out, f"ghost-sustained-{name}.log")
+    run = GhostRun(ctx.ghost_bin, ctx.server, list(flags), log, postpone_file=flag)
     ctx.active.append(run)
     updaters = []
     trace = []  # (t, writer rows so far, events applied, lag ms) per poll
@@ -61,6 +62,7 @@ def run_sustained(ctx, rows):
     held = [s for s in steps if s["held"]]
     best = max(held, key=lambda s: s["target"]) if held else None
     return {
+        "variant": name,
         "rows": count,
         "hold_s": ctx.cfg.hold,
         "steps": steps,

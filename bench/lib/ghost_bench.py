@@ -229,17 +229,28 @@ def mode_scaling(ctx, results):
 
 
 def mode_sustained(ctx, results):
+    """A ramp with ghost's defaults, then one per VARIANTS entry, on the same table."""
     cfg = ctx.cfg
     print(f"bench: filling {cfg.rows} rows")
     fill_pristine(ctx.server, cfg.rows)
-    print(f"bench: ramping the write rate, {cfg.hold:g} s per step")
-    result = bench_sustained.run_sustained(ctx, cfg.rows)
-    results["sustained"] = result
     title = (f"sustained apply rate: {cfg.rows} rows, {cfg.hold:g} s per step, "
              f"{cfg.server_name}, {os.cpu_count()} CPUs")
-    png = os.path.join(ctx.out, "timeline.png")
-    sustained_plot(png, result["series"], result["steps"], title)
-    return f"# ghost benchmark: sustained\n\n{title}\n\n{bench_sustained.markdown(result)}\n", png
+    text = [f"# ghost benchmark: sustained\n\n{title}\n"]
+    first_png = None
+    for name, flags in [("defaults", []), *cfg.extra_variants.items()]:
+        print(f"bench: {name}: ramping the write rate, {cfg.hold:g} s per step")
+        result = bench_sustained.run_sustained(ctx, cfg.rows, name, flags)
+        if name == "defaults":
+            results["sustained"] = result
+        else:
+            results.setdefault("sustainedVariants", {})[name] = result
+        suffix = "" if name == "defaults" else f"-{name}"
+        png = os.path.join(ctx.out, f"timeline{suffix}.png")
+        sustained_plot(png, result["series"], result["steps"], f"{title}: {name}")
+        first_png = first_png or png
+        shown = " ".join(flags) or "ghost's defaults"
+        text.append(f"## {name} ({shown})\n\n{bench_sustained.markdown(result)}\n")
+    return "\n".join(text), first_png
 
 
 MODES = {"compare": mode_compare, "sustained": mode_sustained, "scaling": mode_scaling}

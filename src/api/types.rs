@@ -323,6 +323,13 @@ pub struct CopySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coalesce_changes: Option<bool>,
 
+    /// Sessions that apply each batch of binary log changes at once, split by key (ghost's
+    /// --apply-threads). Used where changes are coalesced (coalesceChanges, and every unique key
+    /// of the new table enforced by the original); otherwise one session applies. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub apply_threads: Option<i32>,
+
     /// Binary log events applied per transaction. Default 10. Annotation ghost/dml-batch-size
     /// overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

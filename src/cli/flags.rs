@@ -241,6 +241,7 @@ pub static FLAGS: &[FlagDef] = &[
     ghost("skip-uncopied-changes", BOOL, "false", "leave binlog changes to rows the copy has not reached yet to the copy (single integer key, one copier; experimental)"),
     ghost("coalesce-changes", BOOL, "true", "write each batch of binlog changes as each row's last image, in multi-row statements (when every new unique key is enforced by the original)"),
     ghost("copy-threads", UINT, "1", "chunks copied at once, each on its own connection (1 to 64)"),
+    ghost("apply-threads", UINT, "1", "sessions that apply each batch of binlog changes at once, split by key (1 to 64; where changes are coalesced)"),
     ghost("target-chunk-time-millis", UINT, "250", "resize chunks so each copy takes about this long, starting from --chunk-size; 0 keeps the size fixed (gh-ost's behaviour)"),
 ];
 
@@ -390,6 +391,7 @@ pub struct MigrateFlags {
     pub coalesce_changes: bool,
     pub target_chunk_time_millis: u32,
     pub copy_threads: u32,
+    pub apply_threads: u32,
     /// Values gh-ost would silently adjust or ignore; the caller should log them.
     pub warnings: Vec<String>,
 }
@@ -519,6 +521,7 @@ impl Default for MigrateFlags {
             coalesce_changes: true,
             target_chunk_time_millis: 250,
             copy_threads: 1,
+            apply_threads: 1,
             warnings: Vec::new(),
         }
     }
@@ -921,6 +924,7 @@ impl MigrateFlags {
             "coalesce-changes" => self.coalesce_changes = v.boolean()?,
             "target-chunk-time-millis" => self.target_chunk_time_millis = v.uint32()?,
             "copy-threads" => self.copy_threads = v.uint32()?,
+            "apply-threads" => self.apply_threads = v.uint32()?,
             _ => return Err(unknown_flag(name)),
         }
         Ok(())
@@ -1004,6 +1008,12 @@ impl MigrateFlags {
             return Err(FlagError::Invalid(format!(
                 "--copy-threads={} is out of range; use 1 to 64",
                 self.copy_threads
+            )));
+        }
+        if !(1..=64).contains(&self.apply_threads) {
+            return Err(FlagError::Invalid(format!(
+                "--apply-threads={} is out of range; use 1 to 64",
+                self.apply_threads
             )));
         }
         if self.revert && self.old_table.is_empty() {
@@ -1512,7 +1522,7 @@ mod tests {
     #[test]
     fn table_has_every_gh_ost_flag_once() {
         assert_eq!(FLAGS.iter().filter(|def| !def.ghost_only).count(), 108);
-        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 13);
+        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 14);
         let mut names: Vec<&str> = FLAGS.iter().map(|def| def.name).collect();
         names.sort_unstable();
         names.dedup();
@@ -1783,6 +1793,7 @@ mod tests {
             (&["--cut-over=three-step"], &["--cut-over", "two-step"]),
             (&["--copy-threads=0"], &["--copy-threads", "1 to 64"]),
             (&["--copy-threads=65"], &["--copy-threads", "1 to 64"]),
+            (&["--apply-threads=0"], &["--apply-threads", "1 to 64"]),
             (&["--log-format=xml"], &["--log-format", "json"]),
             (&["--status-interval=-1"], &["--status-interval"]),
             (&["--mysql-timeout=-1"], &["--mysql-timeout"]),

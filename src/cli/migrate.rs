@@ -524,6 +524,7 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     cfg.coalesce_changes = flags.coalesce_changes;
     cfg.revert_from = flags.revert.then(|| flags.old_table.clone());
     cfg.copy_threads = flags.copy_threads as usize;
+    cfg.apply_threads = flags.apply_threads as usize;
     cfg.target_chunk_time = (flags.target_chunk_time_millis > 0)
         .then(|| Duration::from_millis(u64::from(flags.target_chunk_time_millis)));
     cfg.force_table_names =

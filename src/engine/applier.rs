@@ -249,6 +249,12 @@ impl ApplyPlan {
         self.mode
     }
 
+    /// Batches are written as their keys' last states (REPLACE mode with coalescing), the
+    /// precondition of applying them in lanes.
+    pub fn coalesces(&self) -> bool {
+        self.mode == WriteMode::Replace && self.coalesce
+    }
+
     /// A row with `image`'s key exists in the target.
     pub async fn has_key(&self, conn: &mut Conn, image: &[Value]) -> Result<bool> {
         let params: Vec<Value> = self.key.iter().map(|&i| image[i].clone()).collect();
@@ -405,22 +411,13 @@ impl ApplyPlan {
         under_lock: bool,
     ) -> Result<()> {
         let statements = self.batch_statements(changes, window)?;
-        let total = statements.len();
-        let run = async |conn: &mut Conn| {
-            for (i, statement) in statements.into_iter().enumerate() {
-                conn.exec_drop(&statement.sql, statement.params)
-                    .await
-                    .sql_context(|| format!("applying statement {} of {total}", i + 1))?;
-                if let Some(key) = check_warnings {
-                    fail_on_warnings(conn, key, &format!("statement {} of {total}", i + 1)).await?;
-                }
-            }
-            Ok(())
-        };
         if !under_lock {
-            return in_transaction(conn, "an apply transaction", run).await;
+            return in_transaction(conn, "an apply transaction", async |conn: &mut Conn| {
+                run_statements(conn, statements, check_warnings).await
+            })
+            .await;
         }
-        match run(conn).await {
+        match run_statements(conn, statements, check_warnings).await {
             Ok(()) => conn
                 .query_drop("COMMIT")
                 .await
@@ -431,6 +428,57 @@ impl ApplyPlan {
             }
         }
     }
+
+    /// Applies a batch over several sessions at once, one transaction each, split by key
+    /// ([`ApplyPlan::lane_statements`]). Every session's transaction ends before this returns;
+    /// on an error some may have committed, and applying the same batch again is correct.
+    pub async fn apply_batch_in_lanes(
+        &self,
+        conns: &mut [Conn],
+        changes: &[RowChange],
+        window: Option<&KeyWindow>,
+        check_warnings: Option<&str>,
+    ) -> Result<()> {
+        let lanes = self.lane_statements(changes, window, conns.len())?;
+        let work = conns
+            .iter_mut()
+            .zip(lanes)
+            .filter(|(_, statements)| !statements.is_empty())
+            .map(|(conn, statements)| {
+                in_transaction(
+                    conn,
+                    "an apply transaction",
+                    async move |conn: &mut Conn| {
+                        run_statements(conn, statements, check_warnings).await
+                    },
+                )
+            });
+        // All of them, not the first error: a session dropped mid-statement would be left in an
+        // unknown state.
+        futures_util::future::join_all(work)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>>>()
+            .map(|_| ())
+    }
+}
+
+/// Runs one batch's statements in order on `conn`; see [`ApplyPlan::apply_batch`].
+async fn run_statements(
+    conn: &mut Conn,
+    statements: Vec<Statement>,
+    check_warnings: Option<&str>,
+) -> Result<()> {
+    let total = statements.len();
+    for (i, statement) in statements.into_iter().enumerate() {
+        conn.exec_drop(&statement.sql, statement.params)
+            .await
+            .sql_context(|| format!("applying statement {} of {total}", i + 1))?;
+        if let Some(key) = check_warnings {
+            fail_on_warnings(conn, key, &format!("statement {} of {total}", i + 1)).await?;
+        }
+    }
+    Ok(())
 }
 
 /// A row event without the image its kind needs (`what`: "before" or "after").

@@ -65,6 +65,9 @@ pub struct MigrationConfig {
     pub target_chunk_time: Option<Duration>,
     /// Chunks copied at once, each on its own session (`migration/parallel_copy.rs`); 1: serial.
     pub copy_threads: usize,
+    /// Sessions that apply each binlog batch at once, split by key (`migration/apply.rs`); 1:
+    /// one session. Used only where batches are coalesced (each key's last state).
+    pub apply_threads: usize,
     /// Copy without the ghost table's plain secondary indexes and build them after the row copy
     /// (`migration/deferred_indexes.rs`).
     pub defer_secondary_indexes: bool,
@@ -158,6 +161,7 @@ impl MigrationConfig {
             target_chunk_time: None,
             revert_from: None,
             copy_threads: 1,
+            apply_threads: 1,
             defer_secondary_indexes: true,
             skip_uncopied_changes: false,
             coalesce_changes: true,

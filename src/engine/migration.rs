@@ -278,6 +278,9 @@ struct Live {
     apply_conn: Conn,
     /// `apply_conn` is the locked-rename session, holding LOCK TABLES (no START TRANSACTION).
     apply_under_lock: bool,
+    /// With `--apply-threads` above 1, where lanes are safe: the sessions that apply each batch
+    /// split by key (`ApplyPlan::lane_statements`); empty: `apply_conn` applies alone.
+    apply_lanes: Vec<Conn>,
     copy_conn: Conn,
     pending: Vec<RowChange>,
     states_seen: HashSet<String>,
@@ -605,6 +608,34 @@ impl Run {
         self.sessions.copy.open().await
     }
 
+    /// The sessions of `--apply-threads` (none for 1). `safe`: batches are written as their keys'
+    /// last states (`ApplyPlan::lane_statements`); otherwise one session applies, and the log
+    /// says why.
+    async fn open_apply_lanes(&self, safe: bool) -> Result<Vec<Conn>> {
+        let wanted = self.cfg.apply_threads;
+        if wanted <= 1 {
+            return Ok(Vec::new());
+        }
+        if !safe {
+            warn!(
+                apply_threads = wanted,
+                "binlog changes are applied on one session: parallel apply needs coalesced \
+                 changes (--coalesce-changes, and every unique key of the new table enforced by \
+                 the original)"
+            );
+            return Ok(Vec::new());
+        }
+        let mut lanes = Vec::with_capacity(wanted);
+        for _ in 0..wanted {
+            lanes.push(self.sessions.apply_lane.open().await?);
+        }
+        info!(
+            lanes = wanted,
+            "binlog batches are applied on several sessions, split by key"
+        );
+        Ok(lanes)
+    }
+
     /// After a failed cut-over attempt: the DDL session may be the one that broke.
     async fn refresh_ddl_session(&mut self) {
         if let Err(e) = self.sessions.ddl.revive(&mut self.ddl_conn).await {
@@ -795,6 +826,7 @@ impl Run {
                 _ => false,
             };
         let apply_conn = self.sessions.apply.open().await?;
+        let apply_lanes = self.open_apply_lanes(plan.coalesces()).await?;
         let copy_conn = self.open_copy_session().await?;
 
         let mut live = Live {
@@ -805,6 +837,7 @@ impl Run {
             ghost_key,
             apply_conn,
             apply_under_lock: false,
+            apply_lanes,
             copy_conn,
             pending: Vec::new(),
             states_seen: HashSet::new(),
@@ -1111,6 +1144,11 @@ impl Run {
         ] {
             if let Err(e) = factory.revive(conn).await {
                 warn!(error = %e, session = what, "a lost session cannot be replaced yet");
+            }
+        }
+        for lane in &mut live.apply_lanes {
+            if let Err(e) = self.sessions.apply_lane.revive(lane).await {
+                warn!(error = %e, session = "apply lane", "a lost session cannot be replaced yet");
             }
         }
     }
@@ -1427,6 +1465,10 @@ struct Sessions {
     copy: SessionFactory,
     /// Binlog apply: raw bytes for text, UTC for TIMESTAMP.
     apply: SessionFactory,
+    /// Parallel apply lanes (`--apply-threads`): the apply session's settings, READ COMMITTED so
+    /// a lane's delete of an absent key takes no gap lock another lane's insert would wait on,
+    /// and the copy's short lock wait so a wait between lanes ends soon.
+    apply_lane: SessionFactory,
 }
 
 impl Sessions {
@@ -1457,6 +1499,18 @@ impl Sessions {
                 vec![format!(
                     "SET NAMES binary, time_zone = '+00:00', sql_mode = {mode}"
                 )],
+            ),
+            apply_lane: SessionFactory::new(
+                applier.clone(),
+                vec![
+                    format!(
+                        "SET NAMES binary, time_zone = '+00:00', sql_mode = {mode}, \
+                         innodb_lock_wait_timeout = \
+                         CAST(LEAST(@@global.innodb_lock_wait_timeout, {}) AS UNSIGNED)",
+                        row_copy::COPY_LOCK_WAIT_SECS
+                    ),
+                    "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".into(),
+                ],
             ),
         }
     }

@@ -176,13 +176,16 @@ pub fn migration_config(
     cfg.timestamp_old_table = cut_over.old_table == OldTable::Keep;
     cfg.checksum = spec.verify.as_ref().is_none_or(|v| v.checksum);
     cfg.revert_from = spec.revert.as_ref().map(|r| r.old_table.clone());
-    cfg.copy_threads = spec
-        .copy
-        .as_ref()
-        .and_then(|c| c.threads)
-        .and_then(|t| usize::try_from(t).ok())
-        .unwrap_or(1)
-        .clamp(1, 64);
+    let threads = |pick: fn(&CopySpec) -> Option<i32>| {
+        spec.copy
+            .as_ref()
+            .and_then(pick)
+            .and_then(|t| usize::try_from(t).ok())
+            .unwrap_or(1)
+            .clamp(1, 64)
+    };
+    cfg.copy_threads = threads(|c| c.threads);
+    cfg.apply_threads = threads(|c| c.apply_threads);
     let copy_option = |pick: fn(&CopySpec) -> Option<bool>, default: bool| {
         spec.copy.as_ref().and_then(pick).unwrap_or(default)
     };
@@ -355,7 +358,7 @@ spec:
   table: users
   alter: ALTER TABLE shop.users ADD COLUMN age INT
   execute: false
-  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, deferSecondaryIndexes: false, skipUncopiedChanges: true, coalesceChanges: false, dmlBatchSize: 50, niceRatio: 0.5}
+  copy: {chunkSize: 500, targetChunkTimeMillis: 500, threads: 4, applyThreads: 3, deferSecondaryIndexes: false, skipUncopiedChanges: true, coalesceChanges: false, dmlBatchSize: 50, niceRatio: 0.5}
   throttle:
     paused: true
     maxLagMillis: 2000
@@ -419,6 +422,7 @@ spec:
             "adaptive chunks by default"
         );
         assert_eq!(cfg.copy_threads, 1, "a serial copy by default");
+        assert_eq!(cfg.apply_threads, 1, "one apply session by default");
         assert_eq!(cfg.checkpoint_interval, Some(CHECKPOINT_INTERVAL));
         assert!(
             !cfg.resume,
@@ -470,6 +474,7 @@ spec:
         assert!(!cfg.checksum, "verify.checksum: false");
         assert_eq!(cfg.target_chunk_time, Some(Duration::from_millis(500)));
         assert_eq!(cfg.copy_threads, 4);
+        assert_eq!(cfg.apply_threads, 3);
         assert!(
             !cfg.defer_secondary_indexes,
             "copy.deferSecondaryIndexes: false"

@@ -92,6 +92,21 @@ pub async fn transactions_waiting_in(
     ids.iter().filter_map(|id| id.parse().ok()).collect()
 }
 
+/// Sessions (other than `conn`'s) whose default database is `schema`. MySQL reads them from
+/// `performance_schema`: its `information_schema.PROCESSLIST` fails whole (error 3854) while a
+/// statement holds bytes it cannot convert to utf8mb3, as `INNODB_TRX` does.
+pub async fn sessions_in(conn: &mut Conn, server: &ServerInfo, schema: &str) -> i64 {
+    let sql = if server.is_mariadb() {
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+         WHERE DB = ? AND ID <> CONNECTION_ID()"
+    } else {
+        "SELECT COUNT(*) FROM performance_schema.threads \
+         WHERE PROCESSLIST_DB = ? AND PROCESSLIST_ID <> CONNECTION_ID()"
+    };
+    let count: Option<i64> = conn.exec_first(sql, (schema,)).await.expect("sessions");
+    count.unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

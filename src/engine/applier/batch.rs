@@ -15,6 +15,7 @@
 //! copy reads that row later, under its shared lock, with this change already committed.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use mysql_async::Value;
 
@@ -99,6 +100,22 @@ impl ApplyPlan {
         changes: &[RowChange],
         window: Option<&KeyWindow>,
     ) -> Result<Vec<Statement>> {
+        let mut lanes = self.lane_statements(changes, window, 1)?;
+        Ok(lanes.pop().unwrap_or_default())
+    }
+
+    /// The statements for `changes` split into `lanes` by a hash of each key, for sessions that
+    /// apply them at the same time: each key's last state is in one lane only, and applying a
+    /// lane again writes the same rows (a failed batch is simply applied again). Lanes may meet on
+    /// another unique key only where a lane's `REPLACE` removes a stale row whose own last state
+    /// is in another lane (last images never collide): that lane writes it after, or already
+    /// moved it away. Without coalescing there are no last states: one lane.
+    pub fn lane_statements(
+        &self,
+        changes: &[RowChange],
+        window: Option<&KeyWindow>,
+        lanes: usize,
+    ) -> Result<Vec<Vec<Statement>>> {
         let outside = |key: &[Value]| window.is_none_or(|w| !w.contains(key));
         if self.mode == WriteMode::InsertOrUpdate || !self.coalesce {
             let mut statements = Vec::with_capacity(changes.len());
@@ -107,12 +124,26 @@ impl ApplyPlan {
                     statements.extend(self.statements(&change)?);
                 }
             }
-            return Ok(statements);
+            return Ok(vec![statements]);
         }
-        let lasts = self.last_states(changes)?;
+        let lanes = lanes.max(1);
+        let mut split: Vec<Vec<(Vec<Value>, Last<'_>)>> = (0..lanes).map(|_| Vec::new()).collect();
+        for (key, last) in self.last_states(changes)? {
+            if outside(&key) {
+                split[lane_of(&key, lanes)].push((key, last));
+            }
+        }
+        Ok(split
+            .into_iter()
+            .map(|lasts| self.last_state_statements(lasts))
+            .collect())
+    }
+
+    /// A multi-row `DELETE` for the gone keys, then multi-row `REPLACE`s for the final images.
+    fn last_state_statements(&self, lasts: Vec<(Vec<Value>, Last<'_>)>) -> Vec<Statement> {
         let mut gone = Vec::new();
         let mut images = Vec::new();
-        for (key, last) in lasts.into_iter().filter(|(key, _)| outside(key)) {
+        for (key, last) in lasts {
             match last {
                 Last::Gone => gone.push(key),
                 Last::Image(after) => images.push(after),
@@ -153,7 +184,7 @@ impl ApplyPlan {
                 Shape::Replace,
             ));
         }
-        Ok(statements)
+        statements
     }
 
     /// Each key's last state in `changes`, in the order keys first appear. Keys are told apart by
@@ -257,6 +288,18 @@ impl ApplyPlan {
             .iter()
             .any(|&i| json_value::expression(&after[i]).is_some())
     }
+}
+
+/// The lane of `key`: a hash of its bytes, the same for the same key in every batch.
+fn lane_of(key: &[Value], lanes: usize) -> usize {
+    if lanes <= 1 {
+        return 0;
+    }
+    let mut hasher = DefaultHasher::new();
+    for value in key {
+        value.as_sql(false).hash(&mut hasher);
+    }
+    (hasher.finish() % lanes as u64) as usize
 }
 
 /// Row counts of the statements for `rows` rows of `params_per_row` placeholders: powers of two,
@@ -370,6 +413,68 @@ mod tests {
                 "REPLACE INTO `d`.`t` (`id`, `v`) VALUES (?, ?) [5,51]",
             ]
         );
+    }
+
+    #[test]
+    fn lanes_split_the_last_states_by_key() {
+        let mut changes = Vec::new();
+        for id in 1..=40 {
+            changes.push(ins(id, id * 10));
+            changes.push(upd((id, id * 10), (id, id * 10 + 1)));
+        }
+        changes.push(upd((7, 71), (107, 71))); // a key move: 7 gone, 107 written
+        changes.push(del(8, 81));
+        let plan = plan(WriteMode::Replace);
+        let lanes = plan.lane_statements(&changes, None, 3).unwrap();
+        assert_eq!(lanes.len(), 3);
+        // Each lane's keys, in statement order: deletes come first within a lane.
+        let keys_of = |statements: &[Statement]| -> Vec<(bool, i64)> {
+            statements
+                .iter()
+                .flat_map(|s| {
+                    let delete = s.sql.starts_with("DELETE");
+                    let step = if delete { 1 } else { 2 };
+                    s.params
+                        .iter()
+                        .step_by(step)
+                        .map(move |p| (delete, p.as_sql(false).parse::<i64>().unwrap()))
+                })
+                .collect()
+        };
+        let mut all: Vec<(bool, i64)> = Vec::new();
+        for lane in &lanes {
+            assert!(!lane.is_empty(), "40 keys over 3 lanes leave none empty");
+            let keys = keys_of(lane);
+            let first_image = keys.iter().position(|(delete, _)| !delete);
+            assert!(
+                first_image.is_none_or(|i| keys[i..].iter().all(|(delete, _)| !delete)),
+                "deletes first: {keys:?}"
+            );
+            all.extend(keys);
+        }
+        all.sort();
+        let mut single = keys_of(&plan.batch_statements(&changes, None).unwrap());
+        single.sort();
+        assert_eq!(
+            all, single,
+            "the lanes together write what one batch writes"
+        );
+        let mut ids: Vec<i64> = all.iter().map(|(_, id)| *id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), all.len(), "each key in one lane only");
+        assert!(all.contains(&(true, 7)) && all.contains(&(false, 107)));
+        // The same key lands in the same lane every time.
+        assert_eq!(plan.lane_statements(&changes, None, 3).unwrap(), lanes);
+    }
+
+    #[test]
+    fn without_coalescing_there_is_one_lane() {
+        let plan = plan(WriteMode::Replace).with_coalescing(false);
+        let lanes = plan
+            .lane_statements(&[ins(1, 10), ins(2, 20), ins(3, 30)], None, 4)
+            .unwrap();
+        assert_eq!(lanes.len(), 1);
+        assert_eq!(lanes[0].len(), 3);
     }
 
     #[test]

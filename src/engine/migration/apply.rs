@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::warn;
 
+use super::row_copy::ChunkAttempts;
 use super::{Live, MAX_PENDING_ROWS, Run, StreamMsg, Wait};
 use crate::engine::changelog::{ChangelogEvent, interpret};
 use crate::engine::error::{EngineError, Result};
@@ -101,30 +102,47 @@ impl Run {
         let changes = std::mem::take(&mut live.pending);
         let check = self.cfg.panic_on_warnings.then_some(live.ghost_key.clone());
         let n = changes.len() as u64;
-        let mut attempt = 0;
+        let in_lanes = !live.apply_under_lock && !live.apply_lanes.is_empty();
+        let mut lane_attempts = ChunkAttempts::default();
+        let mut failures = 0;
         loop {
-            attempt += 1;
-            match live
-                .plan
-                .apply_batch(
-                    &mut live.apply_conn,
-                    &changes,
-                    live.copy_window.as_ref(),
-                    check.as_deref(),
-                    live.apply_under_lock,
-                )
-                .await
-            {
+            let result = if !in_lanes {
+                live.plan
+                    .apply_batch(
+                        &mut live.apply_conn,
+                        &changes,
+                        live.copy_window.as_ref(),
+                        check.as_deref(),
+                        live.apply_under_lock,
+                    )
+                    .await
+            } else {
+                live.plan
+                    .apply_batch_in_lanes(
+                        &mut live.apply_lanes,
+                        &changes,
+                        live.copy_window.as_ref(),
+                        check.as_deref(),
+                    )
+                    .await
+            };
+            match result {
                 Ok(()) => break,
                 // Under the cut-over's lock the attempt fails instead: a new session would not
                 // hold the lock.
                 Err(e) if live.apply_under_lock => return Err(e),
                 Err(e) => {
+                    // Lanes may deadlock on a secondary index's gaps (their sessions wait
+                    // briefly): like the copy's lock waits, those are many to one attempt.
+                    let attempt = if in_lanes {
+                        lane_attempts.record(&e)
+                    } else {
+                        failures += 1;
+                        failures
+                    };
                     self.retry_or_fail("applying binlog events", attempt, e)
                         .await?;
-                    if let Err(e) = self.sessions.apply.revive(&mut live.apply_conn).await {
-                        warn!(error = %e, "the apply session is lost and cannot be replaced yet");
-                    }
+                    self.revive_apply_sessions(live).await;
                 }
             }
         }
@@ -139,6 +157,19 @@ impl Run {
             }
         });
         Ok(())
+    }
+
+    /// Replaces whichever apply sessions were lost; one that cannot be replaced yet fails the
+    /// next attempt instead.
+    async fn revive_apply_sessions(&self, live: &mut Live) {
+        if let Err(e) = self.sessions.apply.revive(&mut live.apply_conn).await {
+            warn!(error = %e, "the apply session is lost and cannot be replaced yet");
+        }
+        for lane in &mut live.apply_lanes {
+            if let Err(e) = self.sessions.apply_lane.revive(lane).await {
+                warn!(error = %e, "an apply lane's session is lost and cannot be replaced yet");
+            }
+        }
     }
 
     /// Applies what is pending when it ends at a transaction boundary.
