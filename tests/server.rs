@@ -236,7 +236,7 @@ async fn tcp_speaks_the_same_protocol() {
     stream.shutdown().await.unwrap();
     let mut reply = String::new();
     stream.read_to_string(&mut reply).await.unwrap();
-    assert_eq!(reply, "10\n");
+    assert_eq!(reply, "1000\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

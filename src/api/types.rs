@@ -330,7 +330,8 @@ pub struct CopySpec {
     #[schemars(range(min = 1, max = 64))]
     pub apply_threads: Option<i32>,
 
-    /// Binary log events applied per transaction. Default 10. Annotation ghost/dml-batch-size
+    /// Binary log events applied per transaction while changes wait. Default 1000 (gh-ost: 10).
+    /// Annotation ghost/dml-batch-size
     /// overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]

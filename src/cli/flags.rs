@@ -19,7 +19,9 @@ use crate::engine::wording;
 pub const PASSWORD_ENV: &str = "GHOST_PASSWORD";
 
 const DEFAULT_CHUNK_SIZE: i64 = 1000;
-const DEFAULT_DML_BATCH_SIZE: i64 = 10;
+/// gh-ost's is 10. Batches here end at source transactions and are coalesced, so their cost is
+/// mostly the commit: 1000 held 15,000 row events/s on the benchmark where 10 held 12,000.
+const DEFAULT_DML_BATCH_SIZE: i64 = 1000;
 const DEFAULT_RETRIES: i64 = 60;
 const DEFAULT_EXPONENTIAL_BACKOFF_MAX_INTERVAL: i64 = 64;
 const DEFAULT_MAX_LAG_MILLIS: i64 = 1500;
@@ -148,7 +150,7 @@ pub static FLAGS: &[FlagDef] = &[
     gh("exact-rowcount", BOOL, "false", "count rows with SELECT COUNT(*) for an accurate progress estimate"),
     gh("concurrent-rowcount", BOOL, "true", "with --exact-rowcount, count while the row copy runs"),
     gh("chunk-size", INT, "1000", "rows per row-copy chunk (10..100000)"),
-    gh("dml-batch-size", INT, "10", "binlog events applied per transaction (1..1000)"),
+    gh("dml-batch-size", INT, "1000", "binlog events applied per transaction while changes wait, never splitting a source transaction (1..1000; gh-ost's default is 10)"),
     gh("default-retries", INT, "60", "retries of each operation before giving up"),
     gh("exponential-backoff-max-interval", INT, "64", "longest exponential backoff wait in seconds (at least 2)"),
     gh("panic-on-warnings", BOOL, "false", "fail on SQL warnings that signal data loss during copy or apply"),
@@ -1478,7 +1480,8 @@ mod tests {
         assert_eq!(f.host, "127.0.0.1");
         assert_eq!(f.port, 3306);
         assert_eq!(f.chunk_size, 1000);
-        assert_eq!(f.dml_batch_size, 10);
+        // The documented exceptions: checkpoint-seconds and dml-batch-size (README).
+        assert_eq!(f.dml_batch_size, 1000);
         assert_eq!(f.default_retries, 60);
         assert_eq!(f.max_lag_millis, 1500);
         assert_eq!(f.cut_over, "atomic");

@@ -37,7 +37,8 @@ impl Default for Controls {
             postpone_cut_over: false,
             panic: false,
             chunk_size: 1000,
-            dml_batch_size: 10,
+            // gh-ost's default is 10; see `cli::flags::DEFAULT_DML_BATCH_SIZE`.
+            dml_batch_size: 1000,
             nice_ratio: 0.0,
             max_lag: Duration::from_millis(1500),
             max_load: Vec::new(),

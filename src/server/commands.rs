@@ -811,7 +811,7 @@ mod tests {
             let lines: Vec<&str> = reply.lines().collect();
             assert_eq!(lines[0], "# Migrating `shop`.`users`; phase: Copying");
             assert!(reply.contains(
-                "# chunk-size: 1000; max-lag-millis: 1500ms; dml-batch-size: 10; max-load: ; critical-load: ; nice-ratio: 0.000000"
+                "# chunk-size: 1000; max-lag-millis: 1500ms; dml-batch-size: 1000; max-load: ; critical-load: ; nice-ratio: 0.000000"
             ));
             assert!(lines.last().unwrap().starts_with("Copy: 10/100"));
         }
