@@ -502,6 +502,7 @@ async fn parallel_apply_under_mixed_load() {
     // sessions, and here four lanes.
     let server = common::dialect::server(&mut admin).await;
     let sessions = common::dialect::sessions_in(&mut admin, &server, &schema.name).await;
+    // The writer goes on a while after the copy, so the lanes alone keep the tables equal.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (p, writes) = stop_writer_and_cut_over(under_load).await;
     eprintln!(

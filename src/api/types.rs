@@ -324,15 +324,15 @@ pub struct CopySpec {
     pub coalesce_changes: Option<bool>,
 
     /// Sessions that apply each batch of binary log changes at once, split by key (ghost's
-    /// --apply-threads). Used where changes are coalesced (coalesceChanges, and every unique key
-    /// of the new table enforced by the original); otherwise one session applies. Default 1.
+    /// --apply-threads). Used where changes are coalesced and the shared key's columns are
+    /// integer, decimal, temporal or VARBINARY; otherwise one session applies. Read when the
+    /// engine starts. Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 64))]
     pub apply_threads: Option<i32>,
 
     /// Binary log events applied per transaction while changes wait. Default 1000 (gh-ost: 10).
-    /// Annotation ghost/dml-batch-size
-    /// overrides it.
+    /// Annotation ghost/dml-batch-size overrides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 1000))]
     pub dml_batch_size: Option<i64>,

@@ -150,7 +150,7 @@ pub static FLAGS: &[FlagDef] = &[
     gh("exact-rowcount", BOOL, "false", "count rows with SELECT COUNT(*) for an accurate progress estimate"),
     gh("concurrent-rowcount", BOOL, "true", "with --exact-rowcount, count while the row copy runs"),
     gh("chunk-size", INT, "1000", "rows per row-copy chunk (10..100000)"),
-    gh("dml-batch-size", INT, "1000", "binlog events applied per transaction while changes wait, never splitting a source transaction (1..1000; gh-ost's default is 10)"),
+    gh("dml-batch-size", INT, "1000", "binlog events applied per transaction while changes wait (1..1000; gh-ost's default is 10)"),
     gh("default-retries", INT, "60", "retries of each operation before giving up"),
     gh("exponential-backoff-max-interval", INT, "64", "longest exponential backoff wait in seconds (at least 2)"),
     gh("panic-on-warnings", BOOL, "false", "fail on SQL warnings that signal data loss during copy or apply"),
@@ -243,7 +243,7 @@ pub static FLAGS: &[FlagDef] = &[
     ghost("skip-uncopied-changes", BOOL, "false", "leave binlog changes to rows the copy has not reached yet to the copy (single integer key, one copier; experimental)"),
     ghost("coalesce-changes", BOOL, "true", "write each batch of binlog changes as each row's last image, in multi-row statements (when every new unique key is enforced by the original)"),
     ghost("copy-threads", UINT, "1", "chunks copied at once, each on its own connection (1 to 64)"),
-    ghost("apply-threads", UINT, "1", "sessions that apply each batch of binlog changes at once, split by key (1 to 64; where changes are coalesced)"),
+    ghost("apply-threads", UINT, "1", "sessions that apply each batch of binlog changes at once, split by key (1 to 64; where changes are coalesced and the key's columns are integer, decimal, temporal or VARBINARY)"),
     ghost("target-chunk-time-millis", UINT, "250", "resize chunks so each copy takes about this long, starting from --chunk-size; 0 keeps the size fixed (gh-ost's behaviour)"),
 ];
 

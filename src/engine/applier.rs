@@ -119,6 +119,21 @@ enum Shape {
     Update,
 }
 
+/// Kinds whose equal values have equal binlog bytes: what [`ApplyPlan::lane_statements`] hashes.
+fn equal_by_bytes(kind: &ColumnKind) -> bool {
+    matches!(
+        kind,
+        ColumnKind::Integer { .. }
+            | ColumnKind::Decimal
+            | ColumnKind::Date
+            | ColumnKind::DateTime { .. }
+            | ColumnKind::Timestamp { .. }
+            | ColumnKind::Time { .. }
+            | ColumnKind::Year
+            | ColumnKind::Binary
+    )
+}
+
 /// One statement with its bound values.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Statement {
@@ -148,6 +163,9 @@ pub struct ApplyPlan {
     mode: WriteMode,
     /// REPLACE mode writes each batch as its keys' last states (`batch.rs`).
     coalesce: bool,
+    /// Two keys are the same row exactly when their binlog values are the same bytes (no
+    /// collation, padding or signed zero makes different bytes equal), in both tables.
+    key_equal_by_bytes: bool,
     target: String,
     slots: Vec<ColumnSlot>,
     key_slots: Vec<ColumnSlot>,
@@ -201,9 +219,12 @@ impl ApplyPlan {
         }
         let mut key_indexes = Vec::new();
         let mut key_slots = Vec::new();
+        let mut key_equal_by_bytes = true;
         for name in key {
             let s = find(source, name)?;
             let t = find(target, &target_of(name).unwrap_or_else(|| name.clone()))?;
+            key_equal_by_bytes &=
+                equal_by_bytes(&source.columns[s].kind) && equal_by_bytes(&target.columns[t].kind);
             key_indexes.push(s);
             key_slots.push(ColumnSlot {
                 name: target.columns[t].name.clone(),
@@ -230,6 +251,7 @@ impl ApplyPlan {
             target: target_name,
             slots,
             key_slots,
+            key_equal_by_bytes,
         })
     }
 
@@ -249,10 +271,25 @@ impl ApplyPlan {
         self.mode
     }
 
-    /// Batches are written as their keys' last states (REPLACE mode with coalescing), the
-    /// precondition of applying them in lanes.
-    pub fn coalesces(&self) -> bool {
-        self.mode == WriteMode::Replace && self.coalesce
+    /// Why batches cannot be applied in lanes ([`ApplyPlan::lane_statements`]), or None.
+    pub fn lanes_refused(&self) -> Option<&'static str> {
+        if self.mode != WriteMode::Replace || !self.coalesce {
+            return Some(
+                "changes are not coalesced (--coalesce-changes, and every unique key of the new \
+                 table enforced by the original)",
+            );
+        }
+        if !self.key_equal_by_bytes {
+            // Lanes are chosen by the key's bytes: a key moved from 'a' to 'A' under a _ci
+            // collation would put the delete of 'a' and the image of 'A' (the same row to the
+            // server) in two lanes, and the delete could land last.
+            return Some(
+                "the shared key has a column compared by collation, padding or as a float \
+                 (text, CHAR/BINARY, FLOAT); lanes need integer, decimal, temporal or VARBINARY \
+                 key columns",
+            );
+        }
+        None
     }
 
     /// A row with `image`'s key exists in the target.

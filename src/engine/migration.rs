@@ -608,31 +608,63 @@ impl Run {
         self.sessions.copy.open().await
     }
 
-    /// The sessions of `--apply-threads` (none for 1). `safe`: batches are written as their keys'
-    /// last states (`ApplyPlan::lane_statements`); otherwise one session applies, and the log
-    /// says why.
-    async fn open_apply_lanes(&self, safe: bool) -> Result<Vec<Conn>> {
+    /// The sessions of `--apply-threads` (none for 1). `refused`: why the plan's batches cannot
+    /// be split ([`ApplyPlan::lanes_refused`]). Whatever stands in the way of lanes (that, a
+    /// statement-based binlog, a session that cannot be opened) leaves one session applying,
+    /// with a warning that says why: the option is a speed-up, never a reason to fail.
+    async fn open_apply_lanes(&self, refused: Option<&str>) -> Vec<Conn> {
         let wanted = self.cfg.apply_threads;
         if wanted <= 1 {
-            return Ok(Vec::new());
+            return Vec::new();
         }
-        if !safe {
-            warn!(
-                apply_threads = wanted,
-                "binlog changes are applied on one session: parallel apply needs coalesced \
-                 changes (--coalesce-changes, and every unique key of the new table enforced by \
-                 the original)"
-            );
-            return Ok(Vec::new());
+        let lanes = match refused {
+            Some(reason) => Err(reason.to_string()),
+            None => self.open_lane_sessions(wanted).await,
+        };
+        match lanes {
+            Ok(lanes) => {
+                info!(
+                    lanes = wanted,
+                    "binlog batches are applied on several sessions, split by key"
+                );
+                lanes
+            }
+            Err(reason) => {
+                warn!(
+                    apply_threads = wanted,
+                    "binlog changes are applied on one session, not in parallel: {reason}"
+                );
+                Vec::new()
+            }
         }
-        let mut lanes = Vec::with_capacity(wanted);
-        for _ in 0..wanted {
-            lanes.push(self.sessions.apply_lane.open().await?);
+    }
+
+    async fn open_lane_sessions(&self, count: usize) -> std::result::Result<Vec<Conn>, String> {
+        let mut lanes = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut lane = self
+                .sessions
+                .apply_lane
+                .open()
+                .await
+                .map_err(|e| format!("a lane's session could not be opened: {e}"))?;
+            if lanes.is_empty() {
+                // READ COMMITTED writes need row-based logging (error 1665 otherwise); MIXED
+                // switches to rows for them.
+                let format: Option<String> = lane
+                    .query_first("SELECT @@session.binlog_format")
+                    .await
+                    .map_err(|e| format!("reading binlog_format: {e}"))?;
+                let format = format.unwrap_or_default();
+                if !matches!(format.to_ascii_uppercase().as_str(), "ROW" | "MIXED") {
+                    return Err(format!(
+                        "the server logs statements (binlog_format={format}), which READ \
+                         COMMITTED lanes cannot write under"
+                    ));
+                }
+            }
+            lanes.push(lane);
         }
-        info!(
-            lanes = wanted,
-            "binlog batches are applied on several sessions, split by key"
-        );
         Ok(lanes)
     }
 
@@ -826,7 +858,7 @@ impl Run {
                 _ => false,
             };
         let apply_conn = self.sessions.apply.open().await?;
-        let apply_lanes = self.open_apply_lanes(plan.coalesces()).await?;
+        let apply_lanes = self.open_apply_lanes(plan.lanes_refused()).await;
         let copy_conn = self.open_copy_session().await?;
 
         let mut live = Live {
@@ -1146,6 +1178,11 @@ impl Run {
                 warn!(error = %e, session = what, "a lost session cannot be replaced yet");
             }
         }
+        self.revive_lanes(live).await;
+    }
+
+    /// Replaces lost apply lanes; one that cannot be replaced yet fails the next batch instead.
+    async fn revive_lanes(&self, live: &mut Live) {
         for lane in &mut live.apply_lanes {
             if let Err(e) = self.sessions.apply_lane.revive(lane).await {
                 warn!(error = %e, session = "apply lane", "a lost session cannot be replaced yet");

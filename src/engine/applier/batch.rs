@@ -326,6 +326,11 @@ mod tests {
     use crate::engine::schema::{ColumnSchema, TableSchema, classify};
 
     fn table() -> Arc<TableSchema> {
+        table_keyed_by("int")
+    }
+
+    /// `d`.`t` (`id` of `key_type`, `v` INT).
+    fn table_keyed_by(key_type: &str) -> Arc<TableSchema> {
         let column = |name: &str, data_type: &str, column_type: &str| ColumnSchema {
             name: name.into(),
             data_type: data_type.into(),
@@ -339,7 +344,7 @@ mod tests {
         Arc::new(TableSchema {
             schema: "d".into(),
             name: "t".into(),
-            columns: vec![column("id", "int", "int"), column("v", "int", "int")],
+            columns: vec![column("id", key_type, key_type), column("v", "int", "int")],
         })
     }
 
@@ -465,6 +470,37 @@ mod tests {
         assert!(all.contains(&(true, 7)) && all.contains(&(false, 107)));
         // The same key lands in the same lane every time.
         assert_eq!(plan.lane_statements(&changes, None, 3).unwrap(), lanes);
+    }
+
+    #[test]
+    fn lanes_need_coalescing_and_a_key_compared_by_bytes() {
+        assert_eq!(plan(WriteMode::Replace).lanes_refused(), None);
+        assert!(plan(WriteMode::InsertOrUpdate).lanes_refused().is_some());
+        assert!(
+            plan(WriteMode::Replace)
+                .with_coalescing(false)
+                .lanes_refused()
+                .is_some()
+        );
+        for (key_type, by_bytes) in [
+            ("bigint", true),
+            ("decimal", true),
+            ("datetime", true),
+            ("varbinary", true),
+            // 'a' and 'A' (a _ci collation), 'a' and 'a ' (PAD SPACE), 0 and -0.
+            ("varchar", false),
+            ("char", false),
+            ("binary", false),
+            ("double", false),
+        ] {
+            let t = table_keyed_by(key_type);
+            let refused = ApplyPlan::identity(&t, &t, &["id".into()])
+                .unwrap()
+                .with_mode(WriteMode::Replace)
+                .with_coalescing(true)
+                .lanes_refused();
+            assert_eq!(refused.is_none(), by_bytes, "{key_type}: {refused:?}");
+        }
     }
 
     #[test]

@@ -12,11 +12,18 @@ use crate::engine::changelog::{ChangelogEvent, interpret};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::streamer::StreamItem;
 
+/// Row events one unit of `drain_events`' budget allows: what 100 batches of gh-ost's default
+/// 10 events were, before batches grew to 1000.
+const DRAIN_ROWS_PER_BATCH: usize = 1000;
+
 impl Run {
     /// Applies what the stream has delivered. `batches` limits the work (0: only what is already
-    /// queued, one pass).
+    /// queued, one pass): about `batches` × 1000 row events, so the copy between two calls gets
+    /// its turn whatever `--dml-batch-size` is.
     pub(super) async fn drain_events(&mut self, live: &mut Live, batches: usize) -> Result<()> {
         let mut done = 0;
+        let applied_before = self.progress.borrow().events_applied;
+        let row_budget = (batches * DRAIN_ROWS_PER_BATCH) as u64;
         loop {
             match live.events.try_recv() {
                 Ok(msg) => self.handle_stream_msg(live, msg).await?,
@@ -32,7 +39,12 @@ impl Run {
             }
             if live.pending.is_empty() {
                 done += 1;
-                if batches > 0 && done >= batches * 100 {
+                let applied = self
+                    .progress
+                    .borrow()
+                    .events_applied
+                    .saturating_sub(applied_before);
+                if batches > 0 && (done >= batches * 100 || applied >= row_budget) {
                     return Ok(());
                 }
             }
@@ -165,11 +177,7 @@ impl Run {
         if let Err(e) = self.sessions.apply.revive(&mut live.apply_conn).await {
             warn!(error = %e, "the apply session is lost and cannot be replaced yet");
         }
-        for lane in &mut live.apply_lanes {
-            if let Err(e) = self.sessions.apply_lane.revive(lane).await {
-                warn!(error = %e, "an apply lane's session is lost and cannot be replaced yet");
-            }
-        }
+        self.revive_lanes(live).await;
     }
 
     /// Applies what is pending when it ends at a transaction boundary.
