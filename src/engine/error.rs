@@ -97,10 +97,22 @@ pub fn is_connection_error(error: &EngineError) -> bool {
 /// A row-lock wait ended (1205, lock wait timeout) or InnoDB chose this transaction as a
 /// deadlock's victim (1213): the same statement can succeed once the other side moves on.
 pub fn is_lock_wait(error: &EngineError) -> bool {
-    matches!(
-        error,
-        EngineError::Sql { source: mysql_async::Error::Server(s), .. } if matches!(s.code, 1205 | 1213)
-    )
+    matches!(server_code(error), Some(1205 | 1213))
+}
+
+/// Error 1061: an index of that name exists already.
+pub fn is_duplicate_key_name(error: &EngineError) -> bool {
+    server_code(error) == Some(1061)
+}
+
+fn server_code(error: &EngineError) -> Option<u16> {
+    match error {
+        EngineError::Sql {
+            source: mysql_async::Error::Server(s),
+            ..
+        } => Some(s.code),
+        _ => None,
+    }
 }
 
 /// Attaches a human context to a mysql_async error.

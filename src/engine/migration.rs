@@ -1520,32 +1520,25 @@ impl Sessions {
         } else {
             Vec::new()
         };
+        // The copy's and the lanes' lock waits end soon: see `row_copy::COPY_LOCK_WAIT_SECS`.
+        let short_lock_wait = format!(
+            "innodb_lock_wait_timeout = CAST(LEAST(@@global.innodb_lock_wait_timeout, {}) AS UNSIGNED)",
+            row_copy::COPY_LOCK_WAIT_SECS
+        );
+        let apply_settings = format!("SET NAMES binary, time_zone = '+00:00', sql_mode = {mode}");
         Self {
             ddl: SessionFactory::new(applier.clone(), ddl_init),
             copy: SessionFactory::new(
                 applier.clone(),
                 vec![format!(
-                    "SET SESSION time_zone = @@global.time_zone, sql_mode = {mode}, \
-                     innodb_lock_wait_timeout = \
-                     CAST(LEAST(@@global.innodb_lock_wait_timeout, {}) AS UNSIGNED)",
-                    row_copy::COPY_LOCK_WAIT_SECS
+                    "SET SESSION time_zone = @@global.time_zone, sql_mode = {mode}, {short_lock_wait}"
                 )],
             ),
-            apply: SessionFactory::new(
-                applier.clone(),
-                vec![format!(
-                    "SET NAMES binary, time_zone = '+00:00', sql_mode = {mode}"
-                )],
-            ),
+            apply: SessionFactory::new(applier.clone(), vec![apply_settings.clone()]),
             apply_lane: SessionFactory::new(
                 applier.clone(),
                 vec![
-                    format!(
-                        "SET NAMES binary, time_zone = '+00:00', sql_mode = {mode}, \
-                         innodb_lock_wait_timeout = \
-                         CAST(LEAST(@@global.innodb_lock_wait_timeout, {}) AS UNSIGNED)",
-                        row_copy::COPY_LOCK_WAIT_SECS
-                    ),
+                    format!("{apply_settings}, {short_lock_wait}"),
                     "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED".into(),
                 ],
             ),

@@ -10,7 +10,9 @@ use tracing::{info, warn};
 
 use super::deferred_indexes::{self, DeferredIndex, RECORD_HINT};
 use super::{Live, Run};
-use crate::engine::error::{EngineError, Result, SqlContext, is_connection_error};
+use crate::engine::error::{
+    EngineError, Result, SqlContext, is_connection_error, is_duplicate_key_name,
+};
 use crate::engine::inspector;
 use crate::engine::progress::Phase;
 use crate::sql::qualified;
@@ -172,12 +174,4 @@ impl Run {
         );
         Ok(())
     }
-}
-
-/// Error 1061: an index of that name exists already.
-fn is_duplicate_key_name(error: &EngineError) -> bool {
-    matches!(
-        error,
-        EngineError::Sql { source: mysql_async::Error::Server(s), .. } if s.code == 1061
-    )
 }
