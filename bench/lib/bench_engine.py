@@ -24,7 +24,10 @@ SPEED_OPTIONS_OFF = {
     "skip-uncopied-changes": "false",
     "coalesce-changes": "false",
     "copy-threads": "1",
+    "apply-threads": "1",
     "target-chunk-time-millis": "0",
+    # gh-ost's default; ghost's is 1000.
+    "dml-batch-size": "10",
 }
 
 ALTER = "ADD COLUMN `note2` VARCHAR(32) NULL"
