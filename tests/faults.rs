@@ -191,6 +191,51 @@ async fn kill_while_cleaning_up() {
     tally.report("kill while cleaning up");
 }
 
+/// A killed run's migration lock outlives it until the server notices its connection is gone
+/// (at once for an idle session, only when its statement ends for a busy one): a `--resume` run
+/// waits for it, while a run that is not resuming refuses at once, as beside a live migration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_resumed_run_waits_for_the_lock_of_the_run_it_follows() {
+    let tally = Tally::default();
+    let t = Trial::start("lockwait").await;
+    let lock = ghost::engine::migration::migration_lock_name(&t.schema.name, "t");
+    let mut holder = t.schema.admin_config().connect().await.expect("admin");
+    let held: Option<i64> = holder
+        .exec_first("SELECT GET_LOCK(?, 0)", (&lock,))
+        .await
+        .expect("GET_LOCK");
+    assert_eq!(held, Some(1), "the test could not take {lock}");
+
+    let refused = ghost(&t.schema.name, &[]).output().expect("run ghost");
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("is already migrating"),
+        "a run beside a held migration lock must refuse: {}",
+        describe(&refused)
+    );
+
+    let name = t.schema.name.clone();
+    let resumed = tokio::task::spawn_blocking(move || {
+        ghost(&name, &["--resume"])
+            .output()
+            .expect("run ghost --resume")
+    });
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let _: Option<i64> = holder
+        .exec_first("SELECT RELEASE_LOCK(?)", (&lock,))
+        .await
+        .expect("RELEASE_LOCK");
+    let resumed = resumed.await.expect("the resumed run");
+    assert!(
+        resumed.status.success(),
+        "the resumed run did not wait for the lock: {}",
+        describe(&resumed)
+    );
+    let _ = holder.disconnect().await;
+    t.finish(&tally, "resumed after the lock was freed").await;
+    tally.report("a resumed run waits for the migration lock");
+}
+
 /// Two-step cut-over: SIGKILL while locked, once the marker is applied, and between the two
 /// renames (the table is briefly absent there): the resumed run completes the swap.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -469,11 +469,18 @@ impl Run {
             check_can_create_triggers(&mut ddl_conn).await?;
         }
 
-        // One migration per table at a time, across processes and hosts.
+        // One migration per table at a time, across processes and hosts. A resumed run waits a
+        // little: the run it follows may have just been killed, and the server frees that run's
+        // lock only when it notices its connection is gone.
         let mut lock_conn = applier_cfg.connect().await?;
         let lock_name = migration_lock_name(&cfg.database, &cfg.table);
+        let wait_seconds = if cfg.resume {
+            RESUME_LOCK_WAIT.as_secs()
+        } else {
+            0
+        };
         let got: Option<Option<i64>> = lock_conn
-            .exec_first("SELECT GET_LOCK(?, 0)", (&lock_name,))
+            .exec_first("SELECT GET_LOCK(?, ?)", (&lock_name, wait_seconds))
             .await
             .sql_context(|| "taking the migration lock".into())?;
         if got.flatten() != Some(1) {
@@ -1623,6 +1630,10 @@ pub fn ghost_trigger_name(name: &str, suffix: &str, remove_if_exists: bool) -> S
     }
     format!("{name}{suffix}")
 }
+
+/// How long a `--resume` run waits for the migration lock of the run it follows (killed, its
+/// sessions not yet ended by the server) before it refuses as for a live migration.
+const RESUME_LOCK_WAIT: Duration = Duration::from_secs(15);
 
 /// A GET_LOCK name at most 64 characters long.
 pub fn migration_lock_name(database: &str, table: &str) -> String {
