@@ -4,7 +4,7 @@
 //!
 //! Exit codes: 0 succeeded (a rehearsal or an instant ALTER included), 1 failed (the Job may
 //! retry; a retry resumes), 2 the resource or the command line cannot be run as written,
-//! 3 cancelled.
+//! 3 cancelled, 143 stopped by SIGTERM (the pod deleted or evicted; the next pod resumes).
 
 use std::process::ExitCode;
 

@@ -7,7 +7,8 @@
 //! 3. Watch the resource: spec and annotations → the engine's controls (`controls`).
 //! 4. Mirror the engine's progress into `.status.progress` (`status`).
 //! 5. Exit 0 on success (a dry run and an instant ALTER included), 1 on failure, 2 on a
-//!    configuration the engine cannot run, 3 when cancelled.
+//!    configuration the engine cannot run, 3 when cancelled, 143 when the pod is stopped
+//!    (SIGTERM), at once: the Job's next pod resumes.
 //!
 //! The engine itself never sees a Kubernetes type: this module is the only bridge.
 
@@ -42,6 +43,8 @@ pub use status::{FIELD_MANAGER, progress_patch};
 const FINAL_REPORT_ATTEMPTS: u32 = 5;
 /// The most time the last report may take, all attempts included.
 const FINAL_REPORT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most time a stopped pod spends saying so before it exits.
+const STOP_REPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Attempts at reading the resource at start, for a briefly unreachable API server.
 const LOAD_ATTEMPTS: u32 = 4;
 
@@ -63,6 +66,9 @@ pub enum EngineExit {
     Config,
     /// Cancelled by `ghost/panic` or by deleting the resource: 3, so the Job shows it.
     Cancelled,
+    /// Stopped by SIGTERM (pod deleted, node drained): 143, as a process killed by it; the
+    /// Job's next pod resumes.
+    Stopped,
 }
 
 impl EngineExit {
@@ -72,6 +78,7 @@ impl EngineExit {
             EngineExit::Failed => 1,
             EngineExit::Config => 2,
             EngineExit::Cancelled => 3,
+            EngineExit::Stopped => 143,
         }
     }
 }
@@ -106,6 +113,12 @@ pub async fn run(
     credentials: Result<(String, Secret), ConfigError>,
 ) -> EngineExit {
     let api: Api<SchemaMigration> = Api::namespaced(client.clone(), &target.namespace);
+    let (progress_tx, progress_rx) = watch::channel(Progress::default());
+    tokio::spawn(stop_on_sigterm(
+        api.clone(),
+        target.clone(),
+        progress_rx.clone(),
+    ));
     let smig = match load(&api, &target.name).await {
         Ok(smig) => smig,
         Err(e) => {
@@ -141,7 +154,6 @@ pub async fn run(
         warn!(annotation = %refused.annotation, "{refused}");
     }
     let (controls_tx, controls_rx) = watch::channel(initial);
-    let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let watcher = tokio::spawn(controls::follow_resource(
         api.clone(),
         target.name.clone(),
@@ -192,6 +204,40 @@ pub async fn run(
             EngineExit::Failed
         }
     }
+}
+
+/// The kubelet stops a pod with SIGTERM (the pod deleted, the node drained). As its container's
+/// PID 1 the engine would not even notice (no default action for PID 1) and be killed after the
+/// grace period; it stops at once instead, the way a kill stops it, which the checkpoint and the
+/// resume are built for (the cut-over included). It says so in `.status` first, briefly.
+async fn stop_on_sigterm(
+    api: Api<SchemaMigration>,
+    target: Target,
+    progress: watch::Receiver<Progress>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            warn!("cannot listen for SIGTERM ({e}): a stopped pod ends at its grace period");
+            return;
+        }
+    };
+    if term.recv().await.is_none() {
+        return;
+    }
+    warn!(
+        "SIGTERM: the pod is being stopped; exiting now, the Job's next pod resumes from the last checkpoint"
+    );
+    let mut last = ProgressStatus::from_engine(&progress.borrow());
+    last.message = Some(
+        "the engine pod was stopped (SIGTERM: deleted, evicted or drained); the Job's next pod \
+         resumes from the last checkpoint"
+            .to_string(),
+    );
+    let mut writer = status::ProgressWriter::new(api, &target.name, &target.namespace);
+    let _ = tokio::time::timeout(STOP_REPORT_TIMEOUT, writer.write_with_retries(&last, 2)).await;
+    std::process::exit(i32::from(EngineExit::Stopped.code()));
 }
 
 /// Everything that can refuse the run before the engine starts, in the order a user would fix

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{
-    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement, PodFailurePolicyRule,
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, KeyToPath,
@@ -330,17 +331,29 @@ pub fn build_job(smig: &SchemaMigration, defaults: &EngineDefaults) -> Result<Jo
 /// of using up the backoff limit on retries that fail the same way.
 pub const FINAL_EXIT_CODES: [i32; 2] = [2, 3];
 
+/// Final exits fail the Job at once; a pod evicted (`kubectl drain`, preemption, a node's taint)
+/// is not the engine's failure and does not use up the backoff limit: the next pod resumes.
 fn no_retry_for_final_exits() -> PodFailurePolicy {
     PodFailurePolicy {
-        rules: vec![PodFailurePolicyRule {
-            action: "FailJob".to_string(),
-            on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
-                container_name: Some(CONTAINER_NAME.to_string()),
-                operator: "In".to_string(),
-                values: FINAL_EXIT_CODES.to_vec(),
-            }),
-            on_pod_conditions: None,
-        }],
+        rules: vec![
+            PodFailurePolicyRule {
+                action: "FailJob".to_string(),
+                on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                    container_name: Some(CONTAINER_NAME.to_string()),
+                    operator: "In".to_string(),
+                    values: FINAL_EXIT_CODES.to_vec(),
+                }),
+                on_pod_conditions: None,
+            },
+            PodFailurePolicyRule {
+                action: "Ignore".to_string(),
+                on_exit_codes: None,
+                on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                    type_: "DisruptionTarget".to_string(),
+                    status: "True".to_string(),
+                }]),
+            },
+        ],
     }
 }
 
@@ -484,16 +497,26 @@ mod tests {
         assert_eq!(job.metadata.namespace.as_deref(), Some("shop"));
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(3));
-        let rule = &spec
+        let rules = &spec
             .pod_failure_policy
             .as_ref()
             .expect("podFailurePolicy")
-            .rules[0];
-        assert_eq!(rule.action, "FailJob");
-        let codes = rule.on_exit_codes.as_ref().expect("onExitCodes");
+            .rules;
+        assert_eq!(rules[0].action, "FailJob");
+        let codes = rules[0].on_exit_codes.as_ref().expect("onExitCodes");
         assert_eq!(
             (codes.operator.as_str(), codes.values.as_slice()),
             ("In", &[2, 3][..])
+        );
+        // An evicted pod (a drain) does not count as a failure.
+        assert_eq!(rules[1].action, "Ignore");
+        let conditions = rules[1]
+            .on_pod_conditions
+            .as_ref()
+            .expect("onPodConditions");
+        assert_eq!(
+            (conditions[0].type_.as_str(), conditions[0].status.as_str()),
+            ("DisruptionTarget", "True")
         );
         let pod = pod_spec(&job);
         assert_eq!(pod.restart_policy.as_deref(), Some("Never"));

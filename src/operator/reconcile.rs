@@ -390,10 +390,17 @@ async fn observe_job(
         }
         // Also after a restart of the operator: this Job counts as started from now on.
         ctx.mark_started(uid);
-        let state = job::job_state(&existing);
+        let mut state = job::job_state(&existing);
         let engine_silent = smig.status.as_ref().is_none_or(|s| s.progress.is_none());
         if state == JobState::Running && engine_silent {
             return not_started(ctx, namespace, name, &jobs, &existing, job_name).await;
+        }
+        // "BackoffLimitExceeded" says that the pods failed, not why: a killed engine (OOM) could
+        // not report it itself.
+        if let JobState::Failed { message } = &mut state {
+            if let Some(why) = start_check::diagnose_kill(&ctx.client, namespace, name).await? {
+                *message = format!("{why} ({message})");
+            }
         }
         return Ok(Observation::with(state, Some(job_name)));
     }

@@ -43,6 +43,9 @@ pub fn start_problem(pods: &[Pod], job_events: &[CoreEvent]) -> Option<String> {
                 w.message.as_deref().unwrap_or("no message")
             ));
         }
+        if let Some(killed) = kill_reason(std::slice::from_ref(pod)) {
+            return Some(killed);
+        }
         let unschedulable = status
             .and_then(|s| s.conditions.as_deref())
             .unwrap_or_default()
@@ -72,6 +75,71 @@ pub fn start_problem(pods: &[Pod], job_events: &[CoreEvent]) -> Option<String> {
     None
 }
 
+/// Why an engine pod was killed from outside, newest pod first: the kernel's OOM killer at the
+/// container's memory limit, or another signal (exit code 128 + N). The engine reports its own
+/// errors in `.status`; a killed engine cannot, so this is the only place that says why.
+pub fn kill_reason(pods: &[Pod]) -> Option<String> {
+    let mut newest_first: Vec<&Pod> = pods.iter().collect();
+    newest_first.sort_by_key(|p| std::cmp::Reverse(p.metadata.creation_timestamp.clone()));
+    newest_first.into_iter().find_map(|pod| {
+        let statuses = pod.status.as_ref()?.container_statuses.as_deref()?;
+        statuses.iter().find_map(|c| {
+            let terminated = c
+                .state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .or_else(|| c.last_state.as_ref()?.terminated.as_ref())?;
+            if terminated.reason.as_deref() == Some("OOMKilled") {
+                let limit = memory_limit(pod, &c.name)
+                    .map_or_else(String::new, |l| format!(" at its memory limit of {l}"));
+                return Some(format!(
+                    "the engine pod {} was OOMKilled{limit} (exit code {}): raise \
+                     spec.engine.resources.limits.memory",
+                    pod.name_any(),
+                    terminated.exit_code
+                ));
+            }
+            (terminated.exit_code > 128).then(|| {
+                format!(
+                    "the engine pod {} was killed by signal {} (exit code {})",
+                    pod.name_any(),
+                    terminated.exit_code - 128,
+                    terminated.exit_code
+                )
+            })
+        })
+    })
+}
+
+fn memory_limit(pod: &Pod, container: &str) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let c = spec.containers.iter().find(|c| c.name == container)?;
+    let limit = c.resources.as_ref()?.limits.as_ref()?.get("memory")?;
+    Some(limit.0.clone())
+}
+
+/// The pods of `migration`'s Job.
+async fn pods_of(
+    client: &Client,
+    namespace: &str,
+    migration: &str,
+) -> Result<Vec<Pod>, kube::Error> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    Ok(pods
+        .list(&ListParams::default().labels(&job::migration_selector(migration)))
+        .await?
+        .items)
+}
+
+/// Why the engine of `migration` was killed, if it was (see [`kill_reason`]).
+pub async fn diagnose_kill(
+    client: &Client,
+    namespace: &str,
+    migration: &str,
+) -> Result<Option<String>, kube::Error> {
+    Ok(kill_reason(&pods_of(client, namespace, migration).await?))
+}
+
 /// Looks at the pods of `migration`'s Job and, when there are none, at the Job's Events.
 pub async fn diagnose(
     client: &Client,
@@ -79,11 +147,7 @@ pub async fn diagnose(
     migration: &str,
     job_name: &str,
 ) -> Result<Option<String>, kube::Error> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let listed = pods
-        .list(&ListParams::default().labels(&job::migration_selector(migration)))
-        .await?
-        .items;
+    let listed = pods_of(client, namespace, migration).await?;
     let events = if listed.is_empty() {
         let api: Api<CoreEvent> = Api::namespaced(client.clone(), namespace);
         api.list(&ListParams::default().fields(&format!(
@@ -148,6 +212,54 @@ mod tests {
         assert!(
             problem.contains("serviceaccount \"ghost-engine\" not found"),
             "{problem}"
+        );
+    }
+
+    fn killed(name: &str, created: &str, terminated: serde_json::Value, limit: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"containers": [{"name": "engine", "resources": {"limits": {"memory": limit}}}]},
+            "status": {"phase": "Failed", "containerStatuses": [{
+                "name": "engine", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": terminated}
+            }]}
+        }))
+        .expect("pod")
+    }
+
+    #[test]
+    fn an_engine_killed_at_its_memory_limit() {
+        let first = killed(
+            "ghost-m-aaaaa",
+            "2026-01-01T00:00:00Z",
+            serde_json::json!({"exitCode": 1, "reason": "Error"}),
+            "16Mi",
+        );
+        let oom = killed(
+            "ghost-m-bbbbb",
+            "2026-01-01T00:01:00Z",
+            serde_json::json!({"exitCode": 137, "reason": "OOMKilled"}),
+            "16Mi",
+        );
+        let why = kill_reason(&[first.clone(), oom.clone()]).expect("a reason");
+        assert_eq!(
+            why,
+            "the engine pod ghost-m-bbbbb was OOMKilled at its memory limit of 16Mi (exit code \
+             137): raise spec.engine.resources.limits.memory"
+        );
+        // Before the engine's first report, the same reason is its start problem.
+        assert_eq!(start_problem(&[oom], &[]), Some(why));
+        // An engine that exited with its own error reports it itself.
+        assert_eq!(kill_reason(&[first]), None);
+        let terminated = killed(
+            "ghost-m-ccccc",
+            "2026-01-01T00:02:00Z",
+            serde_json::json!({"exitCode": 143, "reason": "Error"}),
+            "16Mi",
+        );
+        assert_eq!(
+            kill_reason(&[terminated]).as_deref(),
+            Some("the engine pod ghost-m-ccccc was killed by signal 15 (exit code 143)")
         );
     }
 
