@@ -4,8 +4,9 @@
 #
 # Usage: e2e/k8s/build.sh [--print-dir | --print-version]
 #
-#   (no args)        build kube-apiserver, kube-controller-manager, kubectl and
-#                    etcd into the bin dir, skipping those already there
+#   (no args)        build kube-apiserver, kube-controller-manager, kubectl, etcd
+#                    and the node's kubelet, kube-proxy and kube-scheduler into
+#                    the bin dir, skipping those already there
 #   --print-dir      print the bin dir and exit (builds nothing)
 #   --print-version  print the pinned Kubernetes version and exit
 #
@@ -54,7 +55,8 @@ STAMP="$BIN_DIR/.go.sum.sha256"
 want_stamp="$(sha256sum "$HERE/go.sum" | cut -d' ' -f1)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" != "$want_stamp" ]]; then
   log "go.sum changed since the cached build: rebuilding everything in $BIN_DIR"
-  rm -f "$BIN_DIR/kube-apiserver" "$BIN_DIR/kube-controller-manager" "$BIN_DIR/kubectl" "$BIN_DIR/etcd"
+  rm -f "$BIN_DIR/kube-apiserver" "$BIN_DIR/kube-controller-manager" "$BIN_DIR/kubectl" "$BIN_DIR/etcd" \
+    "$BIN_DIR/kubelet" "$BIN_DIR/kube-proxy" "$BIN_DIR/kube-scheduler"
 fi
 echo "$want_stamp" >"$STAMP"
 
@@ -98,4 +100,8 @@ build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$K8S_LDFLAGS"
 build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$K8S_LDFLAGS"
 build kubectl k8s.io/kubernetes/cmd/kubectl "$K8S_LDFLAGS"
 build etcd go.etcd.io/etcd/server/v3 "-X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION"
+# The real node (node.sh).
+build kubelet k8s.io/kubernetes/cmd/kubelet "$K8S_LDFLAGS"
+build kube-proxy k8s.io/kubernetes/cmd/kube-proxy "$K8S_LDFLAGS"
+build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler "$K8S_LDFLAGS"
 log "done in $(elapsed "$t_all")"

@@ -30,6 +30,9 @@
 #   GHOST_K8S_ETCD_PEER_PORT   etcd peer port [22380]
 #   GHOST_K8S_KCM_PORT         kube-controller-manager secure port [26257]
 #   GHOST_K8S_SERVICE_CIDR     --service-cluster-ip-range [127.96.0.0/16]
+#   GHOST_K8S_APISERVER_HOST   the address kube-apiserver binds to and advertises [127.0.0.1];
+#                              e2e/k8s/node.sh sets the pod bridge's address, so pods reach it
+#                              through the `kubernetes` Service (whose Endpoints then exist)
 #   GHOST_K8S_KCM_CONTROLLERS  kube-controller-manager --controllers [*]
 #   GHOST_K8S_START_TIMEOUT    seconds to wait for each step [180]
 #   GHOST_K8S_STOP_TIMEOUT     seconds to wait for each process to exit [30]
@@ -55,6 +58,7 @@ KCM_CONTROLLERS="${GHOST_K8S_KCM_CONTROLLERS:-*}"
 START_TIMEOUT="${GHOST_K8S_START_TIMEOUT:-180}"
 STOP_TIMEOUT="${GHOST_K8S_STOP_TIMEOUT:-30}"
 HOST=127.0.0.1
+API_HOST="${GHOST_K8S_APISERVER_HOST:-$HOST}"
 
 BIN_DIR="$("$HERE/build.sh" --print-dir)"
 PKI="$RUN_DIR/pki"
@@ -63,7 +67,7 @@ PIDS="$RUN_DIR/pids"
 ETCD_DATA="$RUN_DIR/etcd-data"
 ADMIN_KUBECONFIG="$RUN_DIR/admin.kubeconfig"
 KCM_KUBECONFIG="$RUN_DIR/kube-controller-manager.kubeconfig"
-SERVER="https://$HOST:$API_PORT"
+SERVER="https://$API_HOST:$API_PORT"
 COMPONENTS=(etcd kube-apiserver kube-controller-manager) # start order
 
 log() { printf 'k8s: %s\n' "$*"; }
@@ -194,7 +198,7 @@ ensure_pki() {
   sign apiserver "/CN=kube-apiserver" "basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,IP:$first_ip,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=IP:127.0.0.1,IP:$API_HOST,IP:$first_ip,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
   local client="basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=clientAuth"
@@ -217,8 +221,19 @@ extendedKeyUsage=clientAuth"
   openssl pkey -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
   chmod 600 "$PKI"/*.key
   touch "$PKI/.complete"
+  ensure_kubelet_client_cert
   rm -f "$ADMIN_KUBECONFIG" "$KCM_KUBECONFIG" # they embed the old certs
   log "pki: generated in $(elapsed "$t0") ($PKI)"
+}
+
+# The apiserver's client certificate towards kubelets (`kubectl logs`, `exec`). Made on its own, so
+# a run dir from before it keeps its CA and its ServiceAccount keys.
+ensure_kubelet_client_cert() {
+  [[ -f "$PKI/apiserver-kubelet-client.crt" && -f "$PKI/apiserver-kubelet-client.key" ]] && return 0
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "basicConstraints=critical,CA:FALSE
+keyUsage=critical,digitalSignature,keyEncipherment
+extendedKeyUsage=clientAuth"
+  chmod 600 "$PKI/apiserver-kubelet-client.key"
 }
 
 # write_kubeconfig <file> <user> <cert name>
@@ -281,9 +296,13 @@ start_etcd() {
 }
 
 start_apiserver() {
+  # On loopback the apiserver refuses its own address as the `kubernetes` Service's endpoint;
+  # on the pod bridge (node.sh) the Service gets it, as in a real cluster.
+  local reconciler=lease
+  [[ $API_HOST == 127.* ]] && reconciler=none
   launch kube-apiserver \
-    --bind-address="$HOST" \
-    --advertise-address="$HOST" \
+    --bind-address="$API_HOST" \
+    --advertise-address="$API_HOST" \
     --secure-port="$API_PORT" \
     --etcd-servers="http://$HOST:$ETCD_PORT" \
     --authorization-mode=Node,RBAC \
@@ -301,7 +320,10 @@ start_apiserver() {
     --requestheader-extra-headers-prefix=X-Remote-Extra- \
     --proxy-client-cert-file="$PKI/front-proxy-client.crt" \
     --proxy-client-key-file="$PKI/front-proxy-client.key" \
-    --endpoint-reconciler-type=none \
+    --endpoint-reconciler-type="$reconciler" \
+    --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+    --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --allow-privileged=true \
     --profiling=false
   wait_for kube-apiserver "kube-apiserver /readyz" apiserver_ready
@@ -360,6 +382,7 @@ cmd_start() {
   log "binaries: ready in $(elapsed "$t0") ($BIN_DIR)"
   mkdir -p "$RUN_DIR" "$LOGS" "$PIDS"
   ensure_pki
+  ensure_kubelet_client_cert
   ensure_kubeconfigs
   step etcd start_etcd
   step kube-apiserver start_apiserver

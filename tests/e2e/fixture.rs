@@ -226,6 +226,9 @@ pub struct Manifest {
     pub annotations: Vec<(String, String)>,
     /// Leave the Secret out (the missing-Secret journey).
     pub without_secret: bool,
+    /// Where the engine pod reaches the primary, when not where the test does (real pods reach
+    /// it on their bridge's address).
+    pub endpoint: Option<(String, u16)>,
 }
 
 impl Manifest {
@@ -239,7 +242,14 @@ impl Manifest {
             spec_extra: String::new(),
             annotations: Vec::new(),
             without_secret: false,
+            endpoint: None,
         }
+    }
+
+    /// The engine reaches the primary at `host:port`.
+    pub fn reached_at(mut self, host: &str, port: u16) -> Manifest {
+        self.endpoint = Some((host.to_string(), port));
+        self
     }
 
     /// A copy slow enough to act on mid-way: fixed 10-row chunks (no adaptive sizing) with a
@@ -292,8 +302,8 @@ impl Manifest {
              credentialsSecretRef:\n      name: {secret}\n      usernameKey: username\n      \
              passwordKey: password\n  table: {TABLE}\n  alter: {alter}\n{extra}",
             name = self.name,
-            host = json(&db.host),
-            port = db.port,
+            host = json(self.endpoint.as_ref().map_or(&db.host, |(h, _)| h)),
+            port = self.endpoint.as_ref().map_or(db.port, |(_, p)| *p),
             database = json(&self.database),
             secret = self.secret,
             alter = json(&self.alter),

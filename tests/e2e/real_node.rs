@@ -1,0 +1,303 @@
+//! The harness of the journeys on real pods: the control plane with a real node
+//! (`e2e/k8s/node.sh`: containerd, kubelet, kube-proxy, kube-scheduler, pods on their own bridge),
+//! the image built from the Dockerfile (`e2e/k8s/image.sh`), and the operator installed as users
+//! install it, with `helm install` of `charts/ghost`. Nothing runs as a local process in place
+//! of a pod.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{Cluster, E2E_LABEL, NAMESPACE, Output, REPO, elapsed, parse_env, run};
+
+pub const RELEASE: &str = "ghost";
+/// The chart's operator Deployment for release `ghost`.
+pub const OPERATOR_DEPLOYMENT: &str = "ghost-operator";
+
+/// The cluster with its node, and how pods reach the test databases.
+#[derive(Clone, Debug)]
+pub struct RealNode {
+    pub cluster: Cluster,
+    /// The pods' bridge address: the apiserver and the database relays listen there.
+    pub bridge_ip: String,
+    pub image: String,
+    pub helm: PathBuf,
+}
+
+pub static NODE: tokio::sync::Mutex<Option<RealNode>> = tokio::sync::Mutex::const_new(None);
+
+pub async fn node_sh(command: &str) -> Output {
+    let script = Path::new(REPO).join("e2e/k8s/node.sh");
+    let script = script.display().to_string();
+    run(Path::new("bash"), &[script.as_str(), command], None, &[]).await
+}
+
+/// Starts (or finds) the node and `helm install`s the chart once per test binary.
+pub async fn node(slot: &mut Option<RealNode>) -> RealNode {
+    if let Some(node) = slot.as_ref() {
+        return node.clone();
+    }
+    let t0 = Instant::now();
+    let start = node_sh("start").await;
+    assert!(
+        start.ok,
+        "e2e/k8s/node.sh start failed (build the image first: e2e/k8s/image.sh build):\n{}\n{}",
+        start.stdout, start.stderr
+    );
+    let env = node_sh("env").await;
+    assert!(env.ok, "e2e/k8s/node.sh env failed: {}", env.stderr);
+    let vars = parse_env(&env.stdout);
+    let var = |name: &str| {
+        vars.get(name)
+            .cloned()
+            .unwrap_or_else(|| panic!("node.sh env did not print {name}:\n{}", env.stdout))
+    };
+    let ca_path = var("GHOST_K8S_CA");
+    let cluster = Cluster {
+        kubeconfig: PathBuf::from(var("KUBECONFIG")),
+        bin_dir: PathBuf::from(var("GHOST_K8S_BIN_DIR")),
+        run_dir: PathBuf::from(var("GHOST_K8S_RUN_DIR")),
+        server: var("GHOST_K8S_SERVER"),
+        ca_pem: std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("read {ca_path}: {e}")),
+        installed: true,
+    };
+    eprintln!(
+        "real-pods: node Ready in {} ({})",
+        elapsed(t0),
+        cluster.server
+    );
+
+    let helm_build = run(
+        Path::new("bash"),
+        &[&format!("{REPO}/e2e/helm/build.sh")],
+        None,
+        &[],
+    )
+    .await;
+    assert!(
+        helm_build.ok,
+        "e2e/helm/build.sh failed: {}",
+        helm_build.stderr
+    );
+    let helm = PathBuf::from(helm_build.stdout.lines().last().unwrap_or_default().trim());
+    let node = RealNode {
+        cluster,
+        bridge_ip: var("GHOST_NODE_BRIDGE_IP"),
+        image: var("GHOST_NODE_IMAGE"),
+        helm,
+    };
+    node.install().await;
+    *slot = Some(node.clone());
+    node
+}
+
+impl RealNode {
+    pub async fn helm(&self, args: &[&str]) -> Output {
+        let kubeconfig = self.cluster.kubeconfig.display().to_string();
+        let home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("real-pods-helm");
+        let home = home.display().to_string();
+        run(
+            &self.helm,
+            args,
+            None,
+            &[
+                ("KUBECONFIG", kubeconfig.as_str()),
+                ("HELM_CACHE_HOME", home.as_str()),
+                ("HELM_CONFIG_HOME", home.as_str()),
+                ("HELM_DATA_HOME", home.as_str()),
+            ],
+        )
+        .await
+    }
+
+    /// The image's repository and tag, as `--set` values.
+    fn image_values(&self) -> (String, String) {
+        let (repository, tag) = self
+            .image
+            .rsplit_once(':')
+            .unwrap_or((self.image.as_str(), "latest"));
+        (
+            format!("image.repository={repository}"),
+            format!("image.tag={tag}"),
+        )
+    }
+
+    /// `helm upgrade --install` of charts/ghost with the locally built image; waits until the
+    /// operator's Deployment is available (its readiness probe passes).
+    pub async fn install(&self) {
+        let t0 = Instant::now();
+        let (repository, tag) = self.image_values();
+        let out = self
+            .helm(&[
+                "upgrade",
+                "--install",
+                RELEASE,
+                "charts/ghost",
+                "--namespace",
+                NAMESPACE,
+                "--create-namespace",
+                "--set",
+                repository.as_str(),
+                "--set",
+                tag.as_str(),
+                // Only the imported image exists: a pull would fail.
+                "--set",
+                "image.pullPolicy=Never",
+                "--set",
+                "engine.startTimeoutSeconds=120",
+                "--wait",
+                "--timeout",
+                "180s",
+            ])
+            .await;
+        assert!(
+            out.ok,
+            "helm upgrade --install failed:\n{}\n{}\n{}",
+            out.stdout,
+            out.stderr,
+            self.describe_operator().await
+        );
+        eprintln!(
+            "real-pods: helm install: operator available in {}",
+            elapsed(t0)
+        );
+    }
+
+    pub async fn describe_operator(&self) -> String {
+        let out = self
+            .cluster
+            .kubectl_in(
+                &[
+                    "-n",
+                    NAMESPACE,
+                    "describe",
+                    "deployment,pods",
+                    "-l",
+                    "app.kubernetes.io/component=operator",
+                ],
+                None,
+            )
+            .await;
+        let logs = self
+            .cluster
+            .kubectl_in(
+                &[
+                    "-n",
+                    NAMESPACE,
+                    "logs",
+                    &format!("deployment/{OPERATOR_DEPLOYMENT}"),
+                    "--tail=60",
+                ],
+                None,
+            )
+            .await;
+        format!(
+            "{}{}\n----- operator log -----\n{}{}",
+            out.stdout, out.stderr, logs.stdout, logs.stderr
+        )
+    }
+
+    /// The pods of `job` (label `job-name`), oldest first.
+    pub async fn pods_of(&self, job: &str) -> Vec<Value> {
+        let selector = format!("job-name={job}");
+        let text = self
+            .cluster
+            .kubectl(
+                &[
+                    "-n",
+                    NAMESPACE,
+                    "get",
+                    "pods",
+                    "-l",
+                    selector.as_str(),
+                    "--sort-by=.metadata.creationTimestamp",
+                    "-o",
+                    "json",
+                ],
+                None,
+            )
+            .await;
+        let list: Value = serde_json::from_str(&text).expect("pods json");
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// `kubectl logs POD` (through the kubelet).
+    pub async fn logs(&self, pod: &str) -> String {
+        let out = self
+            .cluster
+            .kubectl_in(&["-n", NAMESPACE, "logs", pod], None)
+            .await;
+        assert!(out.ok, "kubectl logs {pod} failed: {}", out.stderr);
+        out.stdout
+    }
+
+    /// Deletes what the journey labelled, waiting for the operator's finalizers.
+    pub async fn clean_up(&self) {
+        let selector = format!("{E2E_LABEL}=true");
+        for kind in ["schemamigrations.ghost.dev", "secrets"] {
+            let out = self
+                .cluster
+                .kubectl_in(
+                    &[
+                        "-n",
+                        NAMESPACE,
+                        "delete",
+                        kind,
+                        "-l",
+                        selector.as_str(),
+                        "--wait=true",
+                        "--timeout=60s",
+                    ],
+                    None,
+                )
+                .await;
+            if !out.ok {
+                eprintln!("real-pods: deleting {kind} failed: {}", out.stderr.trim());
+            }
+        }
+    }
+
+    /// Cluster state for a failed journey.
+    pub async fn dump(&self) {
+        let state = self
+            .cluster
+            .kubectl_in(
+                &[
+                    "-n",
+                    NAMESPACE,
+                    "get",
+                    "schemamigrations.ghost.dev,jobs,pods,events",
+                    "-o",
+                    "wide",
+                ],
+                None,
+            )
+            .await;
+        eprintln!(
+            "----- cluster state -----\n{}{}\n{}",
+            state.stdout,
+            state.stderr,
+            self.describe_operator().await
+        );
+    }
+}
+
+/// The RFC 3339 time at `pointer` in `value`.
+pub fn time_at(value: &Value, pointer: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    value
+        .pointer(pointer)?
+        .as_str()?
+        .parse::<chrono::DateTime<chrono::Utc>>()
+        .ok()
+}
+
+/// From a pod's creation to its first container's start.
+pub fn pod_start_latency(pod: &Value) -> Option<Duration> {
+    let created = time_at(pod, "/metadata/creationTimestamp")?;
+    let status = pod.pointer("/status/containerStatuses/0")?;
+    let started = time_at(status, "/state/running/startedAt")
+        .or_else(|| time_at(status, "/state/terminated/startedAt"))?;
+    (started - created).to_std().ok()
+}
