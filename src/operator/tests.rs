@@ -588,6 +588,10 @@ async fn a_failed_job_fails_the_migration_and_it_stays_failed() {
     );
     let steps = vec![
         expect(Method::GET, JOB, 200, move |_| failed_job),
+        // Why the pods failed: the engine exited 1 on its own, so the Job's reason stands.
+        expect(Method::GET, PODS, 200, |_| {
+            pod_list(json!({"exitCode": 1, "reason": "Error"}))
+        }),
         expect(
             Method::PATCH,
             &format!("{MIGRATIONS}/add-age/status"),
@@ -627,6 +631,55 @@ async fn a_failed_job_fails_the_migration_and_it_stays_failed() {
     new_status.progress = after.status.as_ref().and_then(|s| s.progress.clone());
     after.status = Some(new_status);
     let (result, _) = run(harness(vec![]), after, vec![]).await;
+    assert_eq!(result.expect("reconciled"), Action::await_change());
+}
+
+/// The engine's pods, one of them terminated as `terminated` says.
+fn pod_list(terminated: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
+        "metadata": {"name": "ghost-add-age-x1", "creationTimestamp": "2026-01-02T03:05:00Z"},
+        "spec": {"containers": [{"name": "engine", "resources": {"limits": {"memory": "8Mi"}}}]},
+        "status": {"phase": "Failed", "containerStatuses": [{
+            "name": "engine", "image": "ghost", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": terminated}
+        }]}
+    }]})
+}
+
+#[tokio::test]
+async fn a_job_failed_by_the_oom_killer_says_so() {
+    let smig = running();
+    let failed_job = job(
+        &smig,
+        json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]),
+        false,
+    );
+    let answer = smig.clone();
+    let steps = vec![
+        expect(Method::GET, JOB, 200, move |_| failed_job),
+        expect(Method::GET, PODS, 200, |_| {
+            pod_list(json!({"exitCode": 137, "reason": "OOMKilled"}))
+        }),
+        expect(
+            Method::PATCH,
+            &format!("{MIGRATIONS}/add-age/status"),
+            200,
+            move |body| {
+                let message = body["status"]["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.contains(
+                        "the engine pod ghost-add-age-x1 was OOMKilled at its memory limit of \
+                         8Mi (exit code 137): raise spec.engine.resources.limits.memory"
+                    ),
+                    "{message}"
+                );
+                with_status(&answer, body)
+            },
+        )
+        .content_type(APPLY),
+        event("Failed", "Warning"),
+    ];
+    let (result, _) = run(harness(vec![]), smig, steps).await;
     assert_eq!(result.expect("reconciled"), Action::await_change());
 }
 
