@@ -139,10 +139,13 @@ EOF
 # ----------------------------------------------------------------------------- builder base
 
 build_builder() {
+  # The machine's active toolchain (the one that builds the project), when it is the version
+  # the Dockerfile names: nothing is downloaded, and no toolchain needs installing by hand.
   local toolchain recipe
-  toolchain="$(rustup +"$RUST_VERSION" toolchain list -v 2>/dev/null | awk -v v="$RUST_VERSION" '$1 ~ "^"v"-" {print $NF}')"
-  [[ -d "$toolchain" ]] || die "Rust $RUST_VERSION is not installed (rustup toolchain install $RUST_VERSION)"
-  recipe="$( (rustc +"$RUST_VERSION" -vV; sha256sum "${BASH_SOURCE[0]}" /etc/ssl/certs/ca-certificates.crt) | sha256sum | cut -d' ' -f1)"
+  [[ "$(rustc --version)" == "rustc $RUST_VERSION "* ]] ||
+    die "the Dockerfile builds with Rust $RUST_VERSION, the active toolchain is $(rustc --version): make $RUST_VERSION the default (rustup default $RUST_VERSION)"
+  toolchain="$(rustc --print sysroot)"
+  recipe="$( (rustc -vV; sha256sum "${BASH_SOURCE[0]}" /etc/ssl/certs/ca-certificates.crt) | sha256sum | cut -d' ' -f1)"
   stamped builder "$recipe" "$BUILDER_TAG" && return 0
   local t0 root_tar c
   t0=$(now_ms)
