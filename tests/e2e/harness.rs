@@ -133,6 +133,27 @@ pub async fn cluster_sh_args(args: &[&str]) -> Output {
 }
 
 impl Cluster {
+    /// The cluster `script env` printed (`export` lines), not yet set up, and every variable.
+    pub fn from_env(script: &str, text: &str) -> (Cluster, HashMap<String, String>) {
+        let vars = parse_env(text);
+        let var = |name: &str| {
+            vars.get(name)
+                .cloned()
+                .unwrap_or_else(|| panic!("{script} env did not print {name}:\n{text}"))
+        };
+        let ca_path = var("GHOST_K8S_CA");
+        let cluster = Cluster {
+            kubeconfig: PathBuf::from(var("KUBECONFIG")),
+            bin_dir: PathBuf::from(var("GHOST_K8S_BIN_DIR")),
+            run_dir: PathBuf::from(var("GHOST_K8S_RUN_DIR")),
+            server: var("GHOST_K8S_SERVER"),
+            ca_pem: std::fs::read_to_string(&ca_path)
+                .unwrap_or_else(|e| panic!("read {ca_path}: {e}")),
+            installed: false,
+        };
+        (cluster, vars)
+    }
+
     pub fn kubectl_path(&self) -> PathBuf {
         self.bin_dir.join("kubectl")
     }
@@ -216,21 +237,7 @@ pub async fn cluster(slot: &mut Option<Cluster>) -> Cluster {
     );
     let env = cluster_sh("env").await;
     assert!(env.ok, "e2e/k8s/cluster.sh env failed: {}", env.stderr);
-    let vars = parse_env(&env.stdout);
-    let var = |name: &str| {
-        vars.get(name)
-            .cloned()
-            .unwrap_or_else(|| panic!("cluster.sh env did not print {name}:\n{}", env.stdout))
-    };
-    let ca_path = var("GHOST_K8S_CA");
-    let mut cluster = Cluster {
-        kubeconfig: PathBuf::from(var("KUBECONFIG")),
-        bin_dir: PathBuf::from(var("GHOST_K8S_BIN_DIR")),
-        run_dir: PathBuf::from(var("GHOST_K8S_RUN_DIR")),
-        server: var("GHOST_K8S_SERVER"),
-        ca_pem: std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("read {ca_path}: {e}")),
-        installed: false,
-    };
+    let (mut cluster, _) = Cluster::from_env("cluster.sh", &env.stdout);
     eprintln!(
         "journeys: cluster up in {} ({})",
         elapsed(t0),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Cluster, E2E_LABEL, NAMESPACE, Output, REPO, elapsed, parse_env, run};
+use crate::harness::{Cluster, E2E_LABEL, NAMESPACE, Output, REPO, elapsed, run};
 
 pub const RELEASE: &str = "ghost";
 /// The chart's operator Deployment for release `ghost`.
@@ -48,20 +48,13 @@ pub async fn node(slot: &mut Option<RealNode>) -> RealNode {
     );
     let env = node_sh("env").await;
     assert!(env.ok, "e2e/k8s/node.sh env failed: {}", env.stderr);
-    let vars = parse_env(&env.stdout);
+    let (mut cluster, vars) = Cluster::from_env("node.sh", &env.stdout);
+    // The chart installs the CRD and RBAC (`install` below).
+    cluster.installed = true;
     let var = |name: &str| {
         vars.get(name)
             .cloned()
             .unwrap_or_else(|| panic!("node.sh env did not print {name}:\n{}", env.stdout))
-    };
-    let ca_path = var("GHOST_K8S_CA");
-    let cluster = Cluster {
-        kubeconfig: PathBuf::from(var("KUBECONFIG")),
-        bin_dir: PathBuf::from(var("GHOST_K8S_BIN_DIR")),
-        run_dir: PathBuf::from(var("GHOST_K8S_RUN_DIR")),
-        server: var("GHOST_K8S_SERVER"),
-        ca_pem: std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("read {ca_path}: {e}")),
-        installed: true,
     };
     eprintln!(
         "real-pods: node Ready in {} ({})",
