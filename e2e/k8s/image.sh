@@ -41,11 +41,8 @@ die() {
   printf 'image: ERROR: %s\n' "$*" >&2
   exit 1
 }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-elapsed() {
-  local ms=$(($(now_ms) - $1))
-  printf '%d.%ds' $((ms / 1000)) $(((ms % 1000) / 100))
-}
+# shellcheck source=../lib/processes.sh
+source "$HERE/../lib/processes.sh" # now_ms, elapsed
 
 # buildah keeps its storage, and the RUN --mount=type=cache directories (under TMPDIR), here.
 bah() {

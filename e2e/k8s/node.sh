@@ -83,13 +83,9 @@ die() {
   printf 'node: ERROR: %s\n' "$*" >&2
   exit 1
 }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
-elapsed() {
-  local ms=$(($(now_ms) - $1))
-  printf '%d.%ds' $((ms / 1000)) $(((ms % 1000) / 100))
-}
-
 kubectl_admin() { "$BIN_DIR/kubectl" --kubeconfig="$CLUSTER_RUN_DIR/admin.kubeconfig" "$@"; }
+# shellcheck source=../lib/processes.sh
+source "$HERE/../lib/processes.sh"
 ctr_k8s() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 binary_of() {
@@ -98,72 +94,6 @@ binary_of() {
   relay-*) command -v socat ;;
   *) echo "$BIN_DIR/$1" ;;
   esac
-}
-
-# pid_of <component>: the pid in its pid file when that process runs the component's binary.
-pid_of() {
-  local f="$PIDS/$1.pid" pid exe
-  [[ -f "$f" ]] || return 1
-  pid="$(cat "$f")"
-  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  exe="$(readlink "/proc/$pid/exe" 2>/dev/null)" || return 1
-  exe="${exe% (deleted)}"
-  [[ "$(basename "$exe")" == "$(basename "$(binary_of "$1")")" ]] || return 1
-  echo "$pid"
-}
-
-launch() {
-  local name="$1"
-  shift
-  rm -f "$PIDS/$name.pid"
-  # shellcheck disable=SC2016 # $$ and $@ belong to the inner shell
-  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$PIDS/$name.pid" "$(binary_of "$name")" "$@" \
-    </dev/null >>"$LOGS/$name.log" 2>&1 &
-  local _
-  for _ in $(seq 1 50); do
-    pid_of "$name" >/dev/null && return 0
-    sleep 0.1
-  done
-  tail -n 30 "$LOGS/$name.log" >&2 || true
-  die "$name did not start (log: $LOGS/$name.log)"
-}
-
-wait_for() {
-  local name="$1" what="$2" deadline=$(($(date +%s) + START_TIMEOUT))
-  shift 2
-  until "$@" >/dev/null 2>&1; do
-    if ! pid_of "$name" >/dev/null; then
-      tail -n 40 "$LOGS/$name.log" >&2 || true
-      die "$name exited while waiting for $what (log: $LOGS/$name.log)"
-    fi
-    (($(date +%s) < deadline)) || die "timed out after ${START_TIMEOUT}s waiting for $what (log: $LOGS/$name.log)"
-    sleep 0.5
-  done
-}
-
-stop_one() {
-  local name="$1" pid deadline
-  if ! pid="$(pid_of "$name")"; then
-    rm -f "$PIDS/$name.pid"
-    return 0
-  fi
-  # A relay's forked children (one per open connection) share its process group.
-  if [[ $name == relay-* ]]; then
-    kill -TERM -- "-$pid" 2>/dev/null || true
-  else
-    kill -TERM "$pid" 2>/dev/null || true
-  fi
-  deadline=$(($(date +%s) + STOP_TIMEOUT))
-  while kill -0 "$pid" 2>/dev/null; do
-    if (($(date +%s) >= deadline)); then
-      log "$name: still running after ${STOP_TIMEOUT}s, sending SIGKILL to $pid"
-      kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.1
-  done
-  rm -f "$PIDS/$name.pid"
-  log "$name: stopped pid $pid"
 }
 
 # ---------------------------------------------------------------- network
@@ -451,7 +381,7 @@ stop_relays() {
   for f in "$PIDS"/relay-*.pid; do
     [[ -e "$f" ]] || continue
     f="$(basename "$f" .pid)"
-    stop_one "$f"
+    stop_one "$f" group
   done
 }
 
