@@ -1,6 +1,7 @@
 //! Named points where the fault tests kill the engine with SIGKILL, exactly as `kill -9` or the
-//! OOM killer would, to prove that no step leaves a write behind. A point fires only when
-//! `GHOST_TEST_CRASH_AT` names it; unset (always, outside the tests) this does nothing.
+//! OOM killer would, to prove that no step leaves a write behind, or break a step the way a race
+//! would (`fault`). A point fires only when `GHOST_TEST_CRASH_AT` names it; unset (always,
+//! outside the tests) this does nothing.
 
 use std::sync::OnceLock;
 
@@ -23,4 +24,10 @@ pub fn reached(point: &str) {
             libc::kill(libc::getpid(), libc::SIGKILL);
         }
     }
+}
+
+/// True when the tests ask for the fault named `point` (a step done wrong on purpose, to prove
+/// that what follows it catches the damage).
+pub fn fault(point: &str) -> bool {
+    armed() == Some(point)
 }

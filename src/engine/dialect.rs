@@ -45,8 +45,10 @@ pub enum CutOverAlgorithm {
 /// How the gated cut-over sees that its RENAME is queued on the original table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QueueCheck<'a> {
-    /// The RENAME holds this table's lock (the one it takes right before the original's): a
-    /// zero-wait read of it times out (MariaDB allows `lock_wait_timeout = 0`).
+    /// The RENAME's session waits for a table lock (MariaDB's PROCESSLIST) while it holds this
+    /// table's lock, the one it takes right before the original's (a zero-wait read of it times
+    /// out; MariaDB allows `lock_wait_timeout = 0`): it waits on the original. Holding the lock
+    /// alone is not enough: the RENAME may not have asked for the original's yet.
     LockProbe(&'a str),
     /// The original is the RENAME's first lock: its session waiting for a table lock at all
     /// means waiting there (MariaDB's PROCESSLIST; it replaces characters it cannot show).

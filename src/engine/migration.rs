@@ -258,6 +258,11 @@ struct Run {
     /// Where the swapped table's own changes begin in the binlog: the last transaction boundary
     /// before the cut-over's lock marker (the original was locked, so nothing of it follows).
     cut_over_position: Option<BinlogPosition>,
+    /// The last cut-over attempt's record (where it started, the old table's name).
+    cut_over_record: Option<recover::CutOverRecord>,
+    /// The old table stays whatever `--ok-to-drop-table` says: the swap's check found writes in
+    /// it the new table could not take, or could not run.
+    keep_old_table: bool,
     last_checkpoint: Instant,
     checkpoints_written: u64,
     hooks: Hooks,
@@ -595,6 +600,8 @@ impl Run {
             created_tables: false,
             resume_from,
             cut_over_position: None,
+            cut_over_record: None,
+            keep_old_table: false,
             last_checkpoint: Instant::now(),
             checkpoints_written: 0,
             hooks,
@@ -972,6 +979,7 @@ impl Run {
             .fire(HookPoint::BeforeCutOver, &snapshot, &[])
             .await?;
         let lock_time = self.cut_over_with_retries(&mut live).await?;
+        self.audit_hand_over().await;
         self.finish(&mut live).await?;
         Ok(Outcome::Migrated {
             cut_over_lock: lock_time,
@@ -1301,7 +1309,7 @@ impl Run {
             if !self.cfg.ok_to_drop_table {
                 self.write_cut_over_checkpoint().await;
             }
-            if self.cfg.ok_to_drop_table {
+            if self.cfg.ok_to_drop_table && !self.keep_old_table {
                 self.cleanup_step(CleanupStep::Drop(self.names.old.clone()))
                     .await?;
                 crash_point::reached("finish:old-table-dropped");

@@ -188,9 +188,11 @@ impl CutOverTables {
         let started = Instant::now();
         loop {
             if self.rename_is_queued(probe, rename_id, &check).await? {
-                // The RENAME asks for the original's lock right after the one just seen held,
-                // in the same server thread: give it a moment to be queued.
-                tokio::time::sleep(Duration::from_millis(2)).await;
+                if check == QueueCheck::PerformanceSchema {
+                    // performance_schema shows the request from its creation, a moment before
+                    // it joins the lock's wait queue.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
                 return Ok(());
             }
             if started.elapsed() > timeout {
@@ -211,35 +213,12 @@ impl CutOverTables {
         check: &QueueCheck<'_>,
     ) -> Result<bool> {
         match check {
-            // The RENAME holds the table it locks right before the original: it is past it.
-            QueueCheck::LockProbe(name) => {
-                match probe
-                    .query_drop(format!(
-                        "SELECT 1 FROM {} LIMIT 0",
-                        qualified(&self.schema, name)
-                    ))
-                    .await
-                {
-                    // 1205: lock wait timeout; anything else (no such table, granted): not held.
-                    Err(mysql_async::Error::Server(e)) if e.code == 1205 => Ok(true),
-                    Ok(()) | Err(mysql_async::Error::Server(_)) => Ok(false),
-                    Err(e) => Err(EngineError::Sql {
-                        context: "probing the RENAME's lock".into(),
-                        source: e,
-                    }),
-                }
-            }
+            // Waiting first, then the probe: a probe read before the RENAME waits could itself be
+            // the lock the RENAME then waits for (on `name`, not on the original).
+            QueueCheck::LockProbe(name) => Ok(waits_for_table_lock(probe, rename_id).await?
+                && self.holds_table_lock(probe, name).await?),
             // The original is the RENAME's first table: waiting at all means waiting there.
-            QueueCheck::Processlist => {
-                let state: Option<Option<String>> = probe
-                    .exec_first(
-                        "SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ?",
-                        (rename_id,),
-                    )
-                    .await
-                    .sql_context(|| "reading the RENAME's state".into())?;
-                Ok(state.flatten().as_deref() == Some("Waiting for table metadata lock"))
-            }
+            QueueCheck::Processlist => waits_for_table_lock(probe, rename_id).await,
             QueueCheck::PerformanceSchema => {
                 let pending: Option<u64> = probe
                     .exec_first(
@@ -253,6 +232,26 @@ impl CutOverTables {
                     .sql_context(|| "reading performance_schema.metadata_locks".into())?;
                 Ok(pending.unwrap_or(0) > 0)
             }
+        }
+    }
+
+    /// Whether another session holds `name`'s lock: a read of it with `lock_wait_timeout = 0`
+    /// times out.
+    async fn holds_table_lock(&self, probe: &mut Conn, name: &str) -> Result<bool> {
+        match probe
+            .query_drop(format!(
+                "SELECT 1 FROM {} LIMIT 0",
+                qualified(&self.schema, name)
+            ))
+            .await
+        {
+            // 1205: lock wait timeout; anything else (no such table, granted): not held.
+            Err(mysql_async::Error::Server(e)) if e.code == 1205 => Ok(true),
+            Ok(()) | Err(mysql_async::Error::Server(_)) => Ok(false),
+            Err(e) => Err(EngineError::Sql {
+                context: "probing the RENAME's lock".into(),
+                source: e,
+            }),
         }
     }
 
@@ -313,6 +312,19 @@ impl CutOverTables {
         .await
         .sql_context(|| "renaming the ghost table into place".into())
     }
+}
+
+/// Whether session `id` waits for a table's metadata lock (MariaDB's PROCESSLIST). The state is
+/// set once its request is in the lock's wait queue.
+async fn waits_for_table_lock(probe: &mut Conn, id: u32) -> Result<bool> {
+    let state: Option<Option<String>> = probe
+        .exec_first(
+            "SELECT STATE FROM information_schema.PROCESSLIST WHERE ID = ?",
+            (id,),
+        )
+        .await
+        .sql_context(|| "reading the RENAME's state".into())?;
+    Ok(state.flatten().as_deref() == Some("Waiting for table metadata lock"))
 }
 
 async fn set_lock_timeouts(conn: &mut Conn, lock_timeout: Duration) -> Result<()> {

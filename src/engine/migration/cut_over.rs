@@ -208,7 +208,72 @@ impl Run {
                 super::recover::RECORD_HINT,
                 &record.to_json(),
             )
-            .await
+            .await?;
+        self.cut_over_record = Some(record);
+        Ok(())
+    }
+
+    /// Whether this run's swap is the gated rename, whose hand-over `audit_hand_over` checks.
+    fn swaps_by_gated_rename(&self) -> bool {
+        self.cfg.cut_over == CutOverMode::Atomic
+            && self.server.cut_over_algorithm() == CutOverAlgorithm::GatedRename
+            && self.cfg.topology != Topology::TestOnReplica
+            && self.cfg.revert_from.is_none()
+    }
+
+    /// The gated rename's proof, once the tables are swapped: no write reached the old table
+    /// between the lock's marker and the swap (`recover::audit_swap`, which also merges any that
+    /// did into the new table). When the check cannot run, or a write conflicts with the new
+    /// table, the old table is kept whatever `--ok-to-drop-table` says.
+    pub(super) async fn audit_hand_over(&mut self) {
+        if !self.swaps_by_gated_rename() {
+            return;
+        }
+        let Some(record) = self.cut_over_record.clone() else {
+            return;
+        };
+        // The check reads the binary log as this run's replica: the live stream goes first.
+        self.stop_tasks();
+        let result = async {
+            let mut conn = self.applier_cfg.connect().await?;
+            let report = super::recover::audit_swap(
+                &self.cfg,
+                &mut conn,
+                &self.names,
+                &record,
+                (self.original.clone(), &self.original_keys),
+            )
+            .await;
+            let _ = conn.disconnect().await;
+            report
+        }
+        .await;
+        match result {
+            Ok(report) if report.leaked == 0 => {
+                info!("hand-over checked: no write reached the old table after the cut-over's lock")
+            }
+            Ok(report) => {
+                warn!(
+                    leaked = report.leaked,
+                    applied = report.applied,
+                    present = report.present,
+                    conflicts = report.conflicts.len(),
+                    "writes reached the old table after the cut-over's lock; those the new table could take are applied to it"
+                );
+                if !report.conflicts.is_empty() {
+                    warn!(
+                        keys = %report.conflicts.join(", "),
+                        old_table = %report.old_table,
+                        "these rows changed in the new table since; they stay in the old table for you to merge by hand"
+                    );
+                    self.keep_old_table = true;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "the hand-over could not be checked in the binary log; the old table is kept");
+                self.keep_old_table = true;
+            }
+        }
     }
 
     /// The lock's marker: once it comes back through the binlog, every change made to the
@@ -358,7 +423,13 @@ impl Run {
         lock_a: &mut Conn,
         locked_at: Instant,
     ) -> Result<Duration> {
-        let prepared = self.gated_prepare(live, tables, locked_at).await;
+        // The hand-over done wrong, for the tests: A lets go before the RENAME is even sent, so
+        // waiting writes reach the old table and only the swap's check can save them.
+        let early = crash_point::fault("cut-over:hand-over-early");
+        let rename_delay = early.then_some(Duration::from_millis(300));
+        let prepared = self
+            .gated_prepare(live, tables, locked_at, rename_delay)
+            .await;
         let (rename_id, rename) = match prepared {
             Ok(started) => started,
             Err(e) => {
@@ -367,6 +438,9 @@ impl Run {
             }
         };
         let queued = async {
+            if early {
+                return Ok(());
+            }
             let mut probe = self.applier_cfg.connect().await?;
             let left = self.lock_time_left(locked_at)?;
             let result = tables
@@ -414,6 +488,7 @@ impl Run {
         live: &mut Live,
         tables: &CutOverTables,
         locked_at: Instant,
+        rename_delay: Option<Duration>,
     ) -> Result<(u32, tokio::task::JoinHandle<mysql_async::Result<()>>)> {
         let left = self
             .prepare_under_lock(live, locked_at, TriggerSession::Ddl)
@@ -429,6 +504,9 @@ impl Run {
         let rename_id = rename_b.id();
         let swap = tables.gated_swap_sql()?;
         let rename = tokio::spawn(async move {
+            if let Some(delay) = rename_delay {
+                tokio::time::sleep(delay).await;
+            }
             let result = rename_b.query_drop(swap).await;
             let _ = rename_b.disconnect().await;
             result

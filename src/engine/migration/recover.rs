@@ -326,6 +326,23 @@ pub(super) async fn finish_interrupted(
     Ok(Some(Outcome::Recovered(report)))
 }
 
+/// After this run's own gated swap: the binlog from the attempt's record to the swap, read for
+/// writes that reached the original after the lock's marker (none when the hand-over to the
+/// RENAME worked); any found are merged into the new table as a resumed run merges them.
+pub(super) async fn audit_swap(
+    cfg: &MigrationConfig,
+    conn: &mut Conn,
+    names: &TableNames,
+    record: &CutOverRecord,
+    (source, source_keys): (Arc<TableSchema>, &[inspector::UniqueKey]),
+) -> Result<RecoveryReport> {
+    let changelog = Arc::new(TableSchema::load(conn, &cfg.database, &names.changelog).await?);
+    let (leaked, _) = leaked_writes(cfg, record, names, source.clone(), changelog).await?;
+    let mut report = merge(cfg, conn, (&source, source_keys), &cfg.table, &leaked).await?;
+    report.old_table = qualified(&cfg.database, &record.old_table);
+    Ok(report)
+}
+
 /// Reads the binlog from the record's position to the swap: the original's row changes after
 /// the last lock marker, and the position after the swap (where the new table's own changes
 /// begin, for `--revert`).
