@@ -170,6 +170,17 @@ pub fn ghost_unique_keys_enforced(
     })
 }
 
+/// The refusal of a table without a unique key (gh-ost's wording).
+pub fn no_unique_key(table: &TableSchema) -> EngineError {
+    EngineError::UnsupportedTable {
+        table: table.qualified_name(),
+        reason: format!(
+            "{}: add one (e.g. an AUTO_INCREMENT primary key) first",
+            wording::NO_UNIQUE_KEY
+        ),
+    }
+}
+
 /// gh-ost's choice of the key that identifies a row in both tables: an original unique key whose
 /// columns all sit in some unique key of the ghost table, preferring PRIMARY, then non-nullable
 /// keys, then non-character first columns, then small integer first columns, then fewer columns.
@@ -181,13 +192,7 @@ pub fn choose_shared_key(
     allow_nullable: bool,
 ) -> Result<UniqueKey> {
     if original_keys.is_empty() {
-        return Err(EngineError::UnsupportedTable {
-            table: original.qualified_name(),
-            reason: format!(
-                "{}: add one (e.g. an AUTO_INCREMENT primary key) first",
-                wording::NO_UNIQUE_KEY
-            ),
-        });
+        return Err(no_unique_key(original));
     }
     if ghost_keys.is_empty() {
         return Err(EngineError::UnsupportedTable {
