@@ -121,6 +121,26 @@ impl RealNode {
     /// operator's Deployment is available (its readiness probe passes).
     pub async fn install(&self) {
         let t0 = Instant::now();
+        // As README's upgrade says: Helm installs `crds/` once and never updates them, and the
+        // node's etcd outlives a run, so a CRD changed since would otherwise stay old.
+        let crds = self
+            .cluster
+            .kubectl_in(
+                &[
+                    "apply",
+                    "--server-side",
+                    "--force-conflicts",
+                    "-f",
+                    &format!("{REPO}/charts/ghost/crds/"),
+                ],
+                None,
+            )
+            .await;
+        assert!(
+            crds.ok,
+            "kubectl apply of the chart's CRD failed: {}",
+            crds.stderr
+        );
         let (repository, tag) = self.image_values();
         let out = self
             .helm(&[
