@@ -166,6 +166,24 @@ impl Cluster {
         run(&self.kubectl_path(), &full, stdin, &[]).await
     }
 
+    /// The test namespace's migrations, Jobs, pods and Events, for a failed journey.
+    pub async fn state(&self) -> String {
+        let out = self
+            .kubectl_in(
+                &[
+                    "-n",
+                    NAMESPACE,
+                    "get",
+                    "schemamigrations.ghost.dev,jobs,pods,events",
+                    "-o",
+                    "wide",
+                ],
+                None,
+            )
+            .await;
+        format!("{}{}", out.stdout, out.stderr)
+    }
+
     /// kubectl that must succeed; returns stdout.
     pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
         let out = self.kubectl_in(args, stdin).await;
@@ -622,23 +640,7 @@ pub async fn finish(
 ) {
     if result.is_err() {
         stack.dump_logs();
-        let diagnostics = cluster
-            .kubectl_in(
-                &[
-                    "-n",
-                    NAMESPACE,
-                    "get",
-                    "schemamigrations.ghost.dev,jobs,pods,events",
-                    "-o",
-                    "wide",
-                ],
-                None,
-            )
-            .await;
-        eprintln!(
-            "----- cluster state -----\n{}{}",
-            diagnostics.stdout, diagnostics.stderr
-        );
+        eprintln!("----- cluster state -----\n{}", cluster.state().await);
     }
     stack.stop(cluster).await;
     let line = format!(

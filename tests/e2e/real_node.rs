@@ -274,24 +274,9 @@ impl RealNode {
 
     /// Cluster state for a failed journey.
     pub async fn dump(&self) {
-        let state = self
-            .cluster
-            .kubectl_in(
-                &[
-                    "-n",
-                    NAMESPACE,
-                    "get",
-                    "schemamigrations.ghost.dev,jobs,pods,events",
-                    "-o",
-                    "wide",
-                ],
-                None,
-            )
-            .await;
         eprintln!(
-            "----- cluster state -----\n{}{}\n{}",
-            state.stdout,
-            state.stderr,
+            "----- cluster state -----\n{}\n{}",
+            self.cluster.state().await,
             self.describe_operator().await
         );
     }
