@@ -41,8 +41,8 @@
 # it too: MySQL cannot change the setting after initialisation).
 # Every server has TLS available (not required) with the certificates in
 # $GHOST_CACHE_DIR/tls: ca.pem/ca-key.pem, server-cert.pem/server-key.pem (subjectAltName
-# IP:127.0.0.1 only, so "localhost" fails hostname verification while the CA check
-# passes), client-cert.pem/client-key.pem (CN=ghost-client), other-ca.pem (an unrelated
+# IP:127.0.0.1 and the pods' bridge address IP:10.244.0.1, no DNS name, so "localhost"
+# fails hostname verification while the CA check passes), client-cert.pem/client-key.pem (CN=ghost-client), other-ca.pem (an unrelated
 # CA). Servers listen on 127.0.0.1 only.
 #
 # Chroot servers: Debian unstable's packages are unpacked (mmdebstrap, extract variant:
@@ -679,6 +679,9 @@ ensure_root() {
   check_version "$(root_server_version)"
 }
 
+# The server certificate's names: loopback, and the pods' bridge of e2e/k8s/node.sh, whose relay
+# forwards to the TLS server and where an engine pod's verify-identity checks the address it dials.
+server_names="IP:127.0.0.1,IP:${GHOST_NODE_BRIDGE_IP:-10.244.0.1}"
 tls_files=(ca.pem ca-key.pem server-cert.pem server-key.pem client-cert.pem client-key.pem other-ca.pem other-ca-key.pem)
 
 # make_cert <dir> <name> <subject> <extensions> [<ca name>]: RSA 2048 key and
@@ -697,21 +700,23 @@ make_cert() {
   rm -f "$dir/$name.csr" "$dir/$name.ext"
 }
 
-# Generate the test certificates once (shared by all servers; a lock keeps two starts of
-# different servers from racing).
-ensure_certs() {
-  local f t0 tmp missing=0
+# Generate the test certificates once, again when the server's names change (shared by all
+# servers; a lock keeps two starts of different servers from racing).
+certs_current() {
+  local f
   for f in "${tls_files[@]}"; do
-    [[ -s $TLS_DIR/$f ]] || missing=1
+    [[ -s $TLS_DIR/$f ]] || return 1
   done
-  ((missing)) || return 0
+  [[ "$(cat "$TLS_DIR/server-names" 2>/dev/null)" == "$server_names" ]]
+}
+
+ensure_certs() {
+  local t0 tmp
+  certs_current && return 0
   mkdir -p "$CACHE_DIR"
   exec 8>"$CACHE_DIR/.tls.lock"
   flock 8
-  for f in "${tls_files[@]}"; do
-    [[ -s $TLS_DIR/$f ]] || missing=2
-  done
-  if ((missing == 2)); then
+  if ! certs_current; then
     t0=$(now_ms)
     tmp=$(mktemp -d "$CACHE_DIR/.tls.XXXXXX")
     local ca="basicConstraints=critical,CA:TRUE
@@ -722,11 +727,12 @@ keyUsage=critical,digitalSignature,keyEncipherment
 subjectKeyIdentifier=hash
 authorityKeyIdentifier=keyid"
     make_cert "$tmp" ca "/CN=ghost test CA" "$ca"
-    # The only name is IP:127.0.0.1. The CN is no host name either: without DNS names
-    # in subjectAltName, OpenSSL's host check falls back to the CN.
+    # No DNS name (so "localhost" fails verify-identity), and the CN is no host name either:
+    # without DNS names in subjectAltName, OpenSSL's host check falls back to the CN.
     make_cert "$tmp" server "/CN=ghost test server" "$leaf
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1" ca
+subjectAltName=$server_names" ca
+    echo "$server_names" >"$tmp/server-names"
     make_cert "$tmp" client "/CN=ghost-client" "$leaf
 extendedKeyUsage=clientAuth" ca
     make_cert "$tmp" other-ca "/CN=ghost other test CA" "$ca"

@@ -3,7 +3,7 @@
 # kubelet, kube-proxy and kube-scheduler (built from e2e/k8s/go.mod), pods on a bridge of their
 # own. Pods run the images of e2e/k8s/image.sh; nothing is pulled.
 #
-# Usage: e2e/k8s/node.sh {start|stop|status|env|reset}
+# Usage: e2e/k8s/node.sh {start|stop|status|env|reset|restart-apiserver SECONDS}
 #
 #   start   make the bridge and its rules, start the control plane with the apiserver on the
 #           bridge (cluster.sh, own run dir), then containerd, the pause and ghost images
@@ -14,6 +14,9 @@
 #   status  each component; exit 0 only if all run and the node is Ready
 #   env     `export` lines: cluster.sh's (KUBECONFIG, PATH, GHOST_K8S_*) plus GHOST_NODE_*
 #   reset   stop, then delete the node's state and the control plane's run dir
+#   restart-apiserver SECONDS
+#           the node's kube-apiserver down for SECONDS, then up again (cluster.sh's, on the
+#           node's control plane: the journeys' API server restart)
 #
 # The network: the bridge ghost0 holds $GHOST_NODE_BRIDGE_IP/24 (10.244.0.1); pods get
 # addresses in that /24 (host-local IPAM), the apiserver listens on the bridge address and is
@@ -37,7 +40,8 @@
 #   GHOST_NODE_CLUSTER_DIR   its run dir [$GHOST_CACHE_DIR/k8s/node-run]
 #   GHOST_NODE_IMAGES        0: do not import the images (they are imported when present) [1]
 #   GHOST_NODE_DB_PORTS      database ports relayed from the bridge address to 127.0.0.1
-#                            [23306 23307 23326 23327 23316 23317: each topology's primary and replica]
+#                            [23306 23307 23308 23326 23327 23316 23317: each topology's primary and
+#                            replica, and MariaDB 10.11's TLS-only server]
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -75,7 +79,7 @@ PKI="$NODE_DIR/pki"
 RUN_STATE=/run/ghost-node
 CONTAINERD_SOCK="$RUN_STATE/containerd.sock"
 COMPONENTS=(containerd kubelet kube-proxy kube-scheduler) # start order
-DB_PORTS="${GHOST_NODE_DB_PORTS:-23306 23307 23326 23327 23316 23317}"
+DB_PORTS="${GHOST_NODE_DB_PORTS:-23306 23307 23308 23326 23327 23316 23317}"
 PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
 log() { printf 'node: %s\n' "$*"; }
@@ -495,8 +499,9 @@ stop) cmd_stop ;;
 status) cmd_status ;;
 env) cmd_env ;;
 reset) cmd_reset ;;
+restart-apiserver) "$HERE/cluster.sh" restart-apiserver "${2:-}" ;;
 *)
-  echo "usage: $0 {start|stop|status|env|reset}" >&2
+  echo "usage: $0 {start|stop|status|env|reset|restart-apiserver SECONDS}" >&2
   exit 2
   ;;
 esac

@@ -259,6 +259,14 @@ async fn prepare(
 
     // Resume state lives on the server the migration writes to.
     let applier = cfg.primary.clone().unwrap_or_else(|| cfg.inspector.clone());
+    // The TLS files the Job mounts, before the first connection: one the engine cannot read is
+    // named here, not reported as an I/O error of a connection.
+    if let Some(tls) = &applier.tls {
+        tls.check_files().map_err(|e| Refusal {
+            exit: EngineExit::Config,
+            message: format!("spec.connection.tls: {e}"),
+        })?;
+    }
     cfg.resume = has_resumable_checkpoint(&applier, &cfg.database, &cfg.table)
         .await
         .map_err(|e| Refusal {

@@ -141,7 +141,7 @@ fn tls_secret_volumes(tls: Option<&TlsSpec>) -> (Vec<Volume>, Vec<VolumeMount>) 
                         })
                         .collect(),
                 ),
-                // Owner read-only: the engine runs as a non-root user with its fsGroup.
+                // Read-only for the owner and the pod's fsGroup, the engine's group.
                 default_mode: Some(0o440),
                 optional: Some(false),
             }),
@@ -379,12 +379,15 @@ fn runtime_default() -> SeccompProfile {
     }
 }
 
-/// Pod Security Standards "restricted", at pod level.
+/// Pod Security Standards "restricted", at pod level. The fsGroup makes the kubelet give the
+/// mounted Secrets' files (mode 0440) to the engine's group: without it they are root's, and the
+/// engine cannot read its TLS material or webhook keys.
 fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(ENGINE_UID),
         run_as_group: Some(ENGINE_UID),
+        fs_group: Some(ENGINE_UID),
         seccomp_profile: Some(runtime_default()),
         ..PodSecurityContext::default()
     }
@@ -648,6 +651,8 @@ mod tests {
         let psc = pod.security_context.as_ref().unwrap();
         assert_eq!(psc.run_as_non_root, Some(true));
         assert_eq!(psc.run_as_user, Some(65532));
+        // The mounted Secrets (0440) are readable by the engine only through its fsGroup.
+        assert_eq!(psc.fs_group, Some(65532));
         assert_eq!(
             psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
             Some("RuntimeDefault")

@@ -28,7 +28,14 @@ pub struct Server {
 
 impl Server {
     pub async fn start(fail_first: usize, hang: bool) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on("127.0.0.1", fail_first, hang).await
+    }
+
+    /// Listening on `ip` (a free port).
+    pub async fn start_on(ip: &str, fail_first: usize, hang: bool) -> Server {
+        let listener = TcpListener::bind((ip, 0))
+            .await
+            .unwrap_or_else(|e| panic!("bind {ip}: {e}"));
         let addr = listener.local_addr().expect("local addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));

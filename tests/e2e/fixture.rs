@@ -226,9 +226,16 @@ pub struct Manifest {
     pub annotations: Vec<(String, String)>,
     /// Leave the Secret out (the missing-Secret journey).
     pub without_secret: bool,
-    /// Where the engine pod reaches the primary, when not where the test does (real pods reach
-    /// it on their bridge's address).
+    /// Where the engine pod reaches the primary, when not the pods' way to the test's primary.
     pub endpoint: Option<(String, u16)>,
+}
+
+/// The address engine pods reach the test databases at (the node's bridge, where its relays
+/// listen), once the node is up; the same ports as on loopback.
+static PODS_REACH_DATABASES_AT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+pub fn set_pods_reach_databases_at(host: &str) {
+    let _ = PODS_REACH_DATABASES_AT.set(host.to_string());
 }
 
 impl Manifest {
@@ -302,7 +309,10 @@ impl Manifest {
              credentialsSecretRef:\n      name: {secret}\n      usernameKey: username\n      \
              passwordKey: password\n  table: {TABLE}\n  alter: {alter}\n{extra}",
             name = self.name,
-            host = json(self.endpoint.as_ref().map_or(&db.host, |(h, _)| h)),
+            host = json(self.endpoint.as_ref().map_or_else(
+                || PODS_REACH_DATABASES_AT.get().unwrap_or(&db.host),
+                |(h, _)| h
+            )),
             port = self.endpoint.as_ref().map_or(db.port, |(_, p)| *p),
             database = json(&self.database),
             secret = self.secret,

@@ -1,37 +1,31 @@
-//! The journeys' harness: the cluster of `e2e/k8s/cluster.sh` with config/'s CRD and RBAC, and
-//! per journey a "stack": the node agent plus `ghost operator` as a child process holding a token
-//! of the operator's ServiceAccount (so RBAC is proven, not assumed).
-//!
-//! Journeys run one at a time behind [`CLUSTER`]: they share the node name, the operator's
-//! namespace and the database server. The cluster is started and config/ applied once per test
-//! binary; the stack per journey, because a `#[tokio::test]` runtime ends with its test and the
-//! agent's tasks with it.
+//! What every Kubernetes journey shares: kubectl and other commands, the cluster `node.sh env`
+//! describes, the summary of measured figures, the cleanup of what a journey labelled, and
+//! ServiceAccount tokens (for the journeys that act as an engine pod).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use ghost::api::SchemaMigration;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
-
-use crate::node_agent::{self, AgentOptions, NodeAgent, PodRun};
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The operator's namespace; the engine ServiceAccount and its RoleBinding are there too, so the
 /// journeys' migrations live in it.
 pub const NAMESPACE: &str = "ghost-system";
-pub const OPERATOR_SERVICE_ACCOUNT: &str = "ghost-operator";
 pub const NODE: &str = "ghost-e2e-node";
 /// Marks everything a journey creates, for the cleanup.
 pub const E2E_LABEL: &str = "ghost.dev/e2e";
-pub const WAIT_SUCCEEDED: &str = "120s";
+pub const WAIT_SUCCEEDED: &str = "180s";
 
-/// What `cluster.sh env` reports, plus whether config/ is applied.
+/// What `node.sh env` (through `cluster.sh env`) reports.
 #[derive(Clone, Debug)]
 pub struct Cluster {
     pub kubeconfig: PathBuf,
@@ -39,10 +33,7 @@ pub struct Cluster {
     pub run_dir: PathBuf,
     pub server: String,
     pub ca_pem: String,
-    pub installed: bool,
 }
-
-pub static CLUSTER: tokio::sync::Mutex<Option<Cluster>> = tokio::sync::Mutex::const_new(None);
 
 /// The journeys' measured figures of the last run, one line each (`.ci/run` prints it).
 pub fn summary_path() -> PathBuf {
@@ -120,20 +111,8 @@ pub async fn run(
     }
 }
 
-pub async fn cluster_sh(command: &str) -> Output {
-    cluster_sh_args(&[command]).await
-}
-
-pub async fn cluster_sh_args(args: &[&str]) -> Output {
-    let script = Path::new(REPO).join("e2e/k8s/cluster.sh");
-    let script = script.display().to_string();
-    let mut full = vec![script.as_str()];
-    full.extend_from_slice(args);
-    run(Path::new("bash"), &full, None, &[]).await
-}
-
 impl Cluster {
-    /// The cluster `script env` printed (`export` lines), not yet set up, and every variable.
+    /// The cluster `script env` printed (`export` lines), and every variable.
     pub fn from_env(script: &str, text: &str) -> (Cluster, HashMap<String, String>) {
         let vars = parse_env(text);
         let var = |name: &str| {
@@ -149,7 +128,6 @@ impl Cluster {
             server: var("GHOST_K8S_SERVER"),
             ca_pem: std::fs::read_to_string(&ca_path)
                 .unwrap_or_else(|e| panic!("read {ca_path}: {e}")),
-            installed: false,
         };
         (cluster, vars)
     }
@@ -239,484 +217,6 @@ pub fn unquote(value: &str) -> String {
     out
 }
 
-/// Starts (or finds) the cluster and installs config/ once; later calls reuse it.
-pub async fn cluster(slot: &mut Option<Cluster>) -> Cluster {
-    if let Some(cluster) = slot.as_ref() {
-        return cluster.clone();
-    }
-    let t0 = Instant::now();
-    // A new run of the journeys: a new summary.
-    let _ = std::fs::remove_file(summary_path());
-    let start = cluster_sh("start").await;
-    assert!(
-        start.ok,
-        "e2e/k8s/cluster.sh start failed (build the binaries with e2e/k8s/build.sh):\n{}\n{}",
-        start.stdout, start.stderr
-    );
-    let env = cluster_sh("env").await;
-    assert!(env.ok, "e2e/k8s/cluster.sh env failed: {}", env.stderr);
-    let (mut cluster, _) = Cluster::from_env("cluster.sh", &env.stdout);
-    eprintln!(
-        "journeys: cluster up in {} ({})",
-        elapsed(t0),
-        cluster.server
-    );
-
-    // The namespace, the CRD and the RBAC of config/default, without config/manager.
-    let t1 = Instant::now();
-    cluster
-        .kubectl(
-            &[
-                "apply",
-                "--server-side",
-                "-f",
-                "config/default/namespace.yaml",
-            ],
-            None,
-        )
-        .await;
-    cluster
-        .kubectl(&["apply", "--server-side", "-k", "config/crd"], None)
-        .await;
-    cluster
-        .kubectl(&["apply", "--server-side", "-k", "config/rbac"], None)
-        .await;
-    cluster
-        .kubectl(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "crd/schemamigrations.ghost.dev",
-                "--timeout=60s",
-            ],
-            None,
-        )
-        .await;
-    cluster.installed = true;
-    eprintln!("journeys: CRD and RBAC installed in {}", elapsed(t1));
-    *slot = Some(cluster.clone());
-    cluster
-}
-
-// ------------------------------------------------------------------------------ per journey
-
-/// The operator child process and the node agent of one journey.
-pub struct Stack {
-    pub admin: Client,
-    pub operator: tokio::process::Child,
-    pub operator_pid: u32,
-    pub operator_log: PathBuf,
-    /// `http://127.0.0.1:PORT`: the operator's /metrics, /healthz and /readyz.
-    pub operator_url: String,
-    pub agent: Option<NodeAgent>,
-    pub dir: PathBuf,
-}
-
-impl Stack {
-    pub async fn start(cluster: &Cluster, journey: &str) -> Stack {
-        let stamp = Instant::now();
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join("k8s-journeys")
-            .join(format!(
-                "{journey}-{}-{}",
-                std::process::id(),
-                chrono::Utc::now().format("%H%M%S%3f")
-            ));
-        std::fs::create_dir_all(&dir).expect("journey dir");
-        let admin = cluster.admin_client().await;
-
-        // The node agent first, so the first engine pod is bound at once.
-        let t0 = Instant::now();
-        let options = AgentOptions {
-            server: cluster.server.clone(),
-            ca_pem: Some(cluster.ca_pem.clone()),
-            work_dir: dir.join("node"),
-            ..AgentOptions::from_env(NODE)
-        };
-        let agent = NodeAgent::start_with(
-            admin.clone(),
-            NODE,
-            vec![(
-                "ghost".to_string(),
-                PathBuf::from(crate::common::ghost_bin()),
-            )],
-            options,
-        )
-        .await
-        .expect("start the node agent");
-        eprintln!("journeys: node agent up in {}", elapsed(t0));
-
-        // The operator with its own ServiceAccount's token.
-        let t1 = Instant::now();
-        let token = node_agent::service_account_token(
-            &admin,
-            NAMESPACE,
-            OPERATOR_SERVICE_ACCOUNT,
-            None,
-            3600,
-        )
-        .await
-        .expect("token of the operator's ServiceAccount");
-        let kubeconfig = node_agent::write_kubeconfig(
-            &dir.join("operator"),
-            &cluster.server,
-            &cluster.ca_pem,
-            &token,
-            NAMESPACE,
-            &format!("system:serviceaccount:{NAMESPACE}:{OPERATOR_SERVICE_ACCOUNT}"),
-        )
-        .expect("operator kubeconfig");
-        let metrics = free_port();
-        let operator_log = dir.join("operator.log");
-        let log = std::fs::File::create(&operator_log).expect("operator log");
-        let log_err = log.try_clone().expect("operator log");
-        let metrics_addr = format!("127.0.0.1:{metrics}");
-        // The binary CI ships (GHOST_TEST_BIN, the release build) when set: what is measured here
-        // is what users run.
-        let mut command = tokio::process::Command::new(crate::common::ghost_bin());
-        command
-            .args([
-                "operator",
-                "--metrics-addr",
-                metrics_addr.as_str(),
-                "--engine-image",
-                "ghost:e2e",
-                "--engine-service-account",
-                "ghost-engine",
-                "--max-per-host",
-                "1",
-                // The stuck-pod journey waits this long for the operator to give up.
-                "--engine-start-timeout",
-                "30",
-            ])
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.display().to_string())
-            .env("KUBECONFIG", &kubeconfig)
-            .env("POD_NAME", "ghost-operator-e2e")
-            .env("POD_NAMESPACE", NAMESPACE)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(log_err))
-            .kill_on_drop(true);
-        let mut operator = command.spawn().expect("spawn ghost operator");
-        let operator_pid = operator.id().unwrap_or(0);
-
-        // Ready when /readyz answers 200.
-        let url = format!("http://127.0.0.1:{metrics}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = operator.try_wait() {
-                panic!(
-                    "ghost operator exited with {status} before it was ready:\n{}",
-                    std::fs::read_to_string(&operator_log).unwrap_or_default()
-                );
-            }
-            if let Ok(response) = reqwest::get(&url).await {
-                if response.status().is_success() {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ghost operator not ready after 60 s:\n{}",
-                std::fs::read_to_string(&operator_log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        eprintln!(
-            "journeys: operator (pid {operator_pid}, ServiceAccount {NAMESPACE}/{OPERATOR_SERVICE_ACCOUNT}) ready in {}; stack up in {}",
-            elapsed(t1),
-            elapsed(stamp)
-        );
-        Stack {
-            admin,
-            operator,
-            operator_pid,
-            operator_log,
-            operator_url: format!("http://127.0.0.1:{metrics}"),
-            agent: Some(agent),
-            dir,
-        }
-    }
-
-    /// A metric of the operator's /metrics, summed over its label sets (0 when absent).
-    pub async fn operator_metric(&self, name: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.operator_url))
-            .await
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("the /metrics body");
-        text.lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| {
-                let (key, value) = line.rsplit_once(' ')?;
-                let metric = key.split('{').next()?;
-                (metric == name).then(|| value.parse::<f64>().ok())?
-            })
-            .sum()
-    }
-
-    /// The operator process's resident memory (VmRSS), in MiB.
-    pub fn operator_rss_mib(&self) -> f64 {
-        let path = format!("/proc/{}/status", self.operator_pid);
-        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map(|kib| kib / 1024.0)
-            .unwrap_or_else(|| panic!("no VmRSS in {path}"))
-    }
-
-    /// CPU seconds the operator process has used (user + system).
-    pub fn operator_cpu_seconds(&self) -> f64 {
-        let path = format!("/proc/{}/stat", self.operator_pid);
-        let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        // Fields after the command (which may hold spaces): state is field 3; utime and
-        // stime are fields 14 and 15, in clock ticks (100 per second on Linux).
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(11) + ticks(12)) / 100.0
-    }
-
-    /// Stops (SIGSTOP) or continues (SIGCONT) the operator process, which this harness started:
-    /// the API server then works as if no operator were installed.
-    pub async fn pause_operator(&self, paused: bool) {
-        let sig = if paused { "STOP" } else { "CONT" };
-        assert!(
-            node_agent::signal(self.operator_pid, sig).await,
-            "kill -{sig} {}",
-            self.operator_pid
-        );
-    }
-
-    pub fn agent(&self) -> &NodeAgent {
-        self.agent.as_ref().expect("the agent runs until stop")
-    }
-
-    /// Prints the operator's and the pods' logs (on failure).
-    pub fn dump_logs(&self) {
-        eprintln!(
-            "----- operator log ({}) -----\n{}",
-            self.operator_log.display(),
-            std::fs::read_to_string(&self.operator_log).unwrap_or_default()
-        );
-        for log in self.agent().log_files() {
-            eprintln!(
-                "----- pod log ({}) -----\n{}",
-                log.display(),
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-    }
-
-    /// Deletes what the journeys labelled (while the operator still runs, so its finalizer
-    /// completes), then stops the operator by pid and the agent.
-    pub async fn stop(mut self, cluster: &Cluster) {
-        let t0 = Instant::now();
-        let selector = format!("{E2E_LABEL}=true");
-        let deleted = cluster
-            .kubectl_in(
-                &[
-                    "-n",
-                    NAMESPACE,
-                    "delete",
-                    "schemamigrations.ghost.dev",
-                    "-l",
-                    selector.as_str(),
-                    "--wait=true",
-                    "--timeout=60s",
-                ],
-                None,
-            )
-            .await;
-        if !deleted.ok {
-            eprintln!(
-                "journeys: deleting the SchemaMigrations failed ({}); removing their finalizers",
-                deleted.stderr.trim()
-            );
-            let names = cluster
-                .kubectl_in(
-                    &[
-                        "-n",
-                        NAMESPACE,
-                        "get",
-                        "schemamigrations.ghost.dev",
-                        "-l",
-                        selector.as_str(),
-                        "-o",
-                        "name",
-                    ],
-                    None,
-                )
-                .await;
-            for name in names.stdout.lines().filter(|l| !l.trim().is_empty()) {
-                let _ = cluster
-                    .kubectl_in(
-                        &[
-                            "-n",
-                            NAMESPACE,
-                            "patch",
-                            name.trim(),
-                            "--type=merge",
-                            "-p",
-                            r#"{"metadata":{"finalizers":null}}"#,
-                        ],
-                        None,
-                    )
-                    .await;
-            }
-        }
-        let _ = cluster
-            .kubectl_in(
-                &[
-                    "-n",
-                    NAMESPACE,
-                    "delete",
-                    "secret",
-                    "-l",
-                    selector.as_str(),
-                    "--wait=false",
-                ],
-                None,
-            )
-            .await;
-
-        // The operator: SIGTERM by pid, SIGKILL after 20 s.
-        if self.operator_pid != 0 {
-            let pid = self.operator_pid.to_string();
-            let _ = tokio::process::Command::new("kill")
-                .args(["-TERM", pid.as_str()])
-                .status()
-                .await;
-            match tokio::time::timeout(Duration::from_secs(20), self.operator.wait()).await {
-                Ok(status) => eprintln!("journeys: operator exited: {status:?}"),
-                Err(_) => {
-                    eprintln!("journeys: operator still runs after 20 s: SIGKILL");
-                    let _ = tokio::process::Command::new("kill")
-                        .args(["-KILL", pid.as_str()])
-                        .status()
-                        .await;
-                    let _ = self.operator.wait().await;
-                }
-            }
-        }
-        if let Some(agent) = self.agent.take() {
-            agent.stop().await;
-        }
-        eprintln!(
-            "journeys: cleaned up in {} (logs kept in {})",
-            elapsed(t0),
-            self.dir.display()
-        );
-    }
-}
-
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// Ends a journey: prints the logs and the cluster state when it failed, always cleans up,
-/// then re-raises the journey's panic.
-pub async fn finish(
-    name: &str,
-    t0: Instant,
-    cluster: &Cluster,
-    stack: Stack,
-    result: std::thread::Result<()>,
-) {
-    if result.is_err() {
-        stack.dump_logs();
-        eprintln!("----- cluster state -----\n{}", cluster.state().await);
-    }
-    stack.stop(cluster).await;
-    let line = format!(
-        "journeys: {name}: {} in {} in all",
-        if result.is_ok() { "passed" } else { "FAILED" },
-        elapsed(t0)
-    );
-    eprintln!("{line}");
-    append_summary(&line);
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
-}
-
-// ------------------------------------------------------------------------------ observing
-
-impl Stack {
-    /// The SchemaMigration as JSON, read by the admin (None once it is gone).
-    pub async fn smig(&self, name: &str) -> Option<Value> {
-        let api: Api<SchemaMigration> = Api::namespaced(self.admin.clone(), NAMESPACE);
-        let found = api
-            .get_opt(name)
-            .await
-            .unwrap_or_else(|e| panic!("get smig {name}: {e}"));
-        found.map(|smig| serde_json::to_value(smig).expect("smig as json"))
-    }
-
-    /// Polls the SchemaMigration every 50 ms until `done` holds; returns it and how long it took.
-    /// Fails the journey with the last state after `timeout`.
-    pub async fn wait_smig(
-        &self,
-        name: &str,
-        what: &str,
-        timeout: Duration,
-        done: impl Fn(&Value) -> bool,
-    ) -> (Value, Duration) {
-        let t0 = Instant::now();
-        loop {
-            let smig = self.smig(name).await.unwrap_or(Value::Null);
-            if done(&smig) {
-                return (smig, t0.elapsed());
-            }
-            assert!(
-                t0.elapsed() < timeout,
-                "{name}: not {what} after {timeout:?}; last state:\n{:#}",
-                smig["status"]
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits until `.status.phase` is `phase`.
-    pub async fn wait_phase(
-        &self,
-        name: &str,
-        phase: &str,
-        timeout: Duration,
-    ) -> (Value, Duration) {
-        let what = format!("phase {phase}");
-        self.wait_smig(name, &what, timeout, |smig| {
-            smig["status"]["phase"] == phase
-        })
-        .await
-    }
-
-    /// The pods the node agent ran for `job`, in start order.
-    pub fn runs_of(&self, job: &str) -> Vec<PodRun> {
-        let prefix = format!("{job}-");
-        self.agent()
-            .runs()
-            .into_iter()
-            .filter(|run| run.name.starts_with(&prefix))
-            .collect()
-    }
-}
-
 impl Cluster {
     /// The reasons of the Events about `name`, oldest first.
     pub async fn event_reasons(&self, name: &str) -> Vec<String> {
@@ -772,6 +272,160 @@ impl Cluster {
             .map(str::to_string)
             .collect()
     }
+}
+
+/// Deletes what the journey labelled, waiting for the operator's finalizers; a migration whose
+/// finalizer is not done in 60 s loses it, so the next journey starts clean.
+pub async fn delete_labelled(cluster: &Cluster) {
+    let selector = format!("{E2E_LABEL}=true");
+    let delete = |kind: &'static str| {
+        let selector = selector.clone();
+        async move {
+            let args = [
+                "-n",
+                NAMESPACE,
+                "delete",
+                kind,
+                "-l",
+                selector.as_str(),
+                "--wait=true",
+                "--timeout=60s",
+            ];
+            cluster.kubectl_in(&args, None).await
+        }
+    };
+    let deleted = delete("schemamigrations.ghost.dev").await;
+    if !deleted.ok {
+        eprintln!(
+            "journeys: deleting the SchemaMigrations failed ({}); removing their finalizers",
+            deleted.stderr.trim()
+        );
+        let names = cluster
+            .kubectl_in(
+                &[
+                    "-n",
+                    NAMESPACE,
+                    "get",
+                    "schemamigrations.ghost.dev",
+                    "-l",
+                    selector.as_str(),
+                    "-o",
+                    "name",
+                ],
+                None,
+            )
+            .await;
+        for name in names.stdout.lines().filter(|l| !l.trim().is_empty()) {
+            let _ = cluster
+                .kubectl_in(
+                    &[
+                        "-n",
+                        NAMESPACE,
+                        "patch",
+                        name.trim(),
+                        "--type=merge",
+                        "-p",
+                        r#"{"metadata":{"finalizers":null}}"#,
+                    ],
+                    None,
+                )
+                .await;
+        }
+    }
+    let secrets = delete("secrets").await;
+    if !secrets.ok {
+        eprintln!(
+            "journeys: deleting the Secrets failed: {}",
+            secrets.stderr.trim()
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------ tokens
+
+/// A ServiceAccount token from the TokenRequest API (default audience), bound to `bound_pod`
+/// when given, so that deleting the pod revokes it, as with a kubelet-mounted token.
+pub async fn service_account_token(
+    client: &Client,
+    namespace: &str,
+    service_account: &str,
+    bound_pod: Option<&Pod>,
+    expiration_seconds: i64,
+) -> Result<String, String> {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request = TokenRequest {
+        metadata: ObjectMeta::default(),
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(expiration_seconds),
+            bound_object_ref: bound_pod.map(|pod| BoundObjectReference {
+                api_version: Some("v1".to_string()),
+                kind: Some("Pod".to_string()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
+            }),
+        },
+        status: None,
+    };
+    let response = api
+        .create_token_request(service_account, &PostParams::default(), &request)
+        .await
+        .map_err(|e| format!("TokenRequest for {namespace}/{service_account}: {e}"))?;
+    response
+        .status
+        .map(|s| s.token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| "the TokenRequest returned no token".to_string())
+}
+
+/// Writes `<dir>/ca.crt` and `<dir>/kubeconfig` (mode 0600) for a bearer token, and returns
+/// the kubeconfig's path.
+pub fn write_kubeconfig(
+    dir: &Path,
+    server: &str,
+    ca_pem: &str,
+    token: &str,
+    namespace: &str,
+    user: &str,
+) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let ca_path = dir.join("ca.crt");
+    write_private(&ca_path, ca_pem.as_bytes())?;
+    let doc = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{
+            "name": "ghost-e2e",
+            "cluster": {"server": server, "certificate-authority": ca_path.display().to_string()},
+        }],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{
+            "name": "ghost-e2e",
+            "context": {"cluster": "ghost-e2e", "user": user, "namespace": namespace},
+        }],
+        "current-context": "ghost-e2e",
+    });
+    let text = serde_yaml::to_string(&doc).map_err(|e| format!("kubeconfig: {e}"))?;
+    let path = dir.join("kubeconfig");
+    write_private(&path, text.as_bytes())?;
+    Ok(path)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    file.write_all(bytes)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

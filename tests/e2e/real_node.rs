@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Cluster, E2E_LABEL, NAMESPACE, Output, REPO, elapsed, run};
+use crate::harness::{Cluster, NAMESPACE, Output, REPO, delete_labelled, elapsed, run};
 
 pub const RELEASE: &str = "ghost";
 /// The chart's operator Deployment for release `ghost`.
@@ -26,7 +26,7 @@ pub struct RealNode {
     pub helm: PathBuf,
 }
 
-pub static NODE: tokio::sync::Mutex<Option<RealNode>> = tokio::sync::Mutex::const_new(None);
+pub static NODE_SLOT: tokio::sync::Mutex<Option<RealNode>> = tokio::sync::Mutex::const_new(None);
 
 pub async fn node_sh(command: &str) -> Output {
     let script = Path::new(REPO).join("e2e/k8s/node.sh");
@@ -40,6 +40,8 @@ pub async fn node(slot: &mut Option<RealNode>) -> RealNode {
         return node.clone();
     }
     let t0 = Instant::now();
+    // A new run of the journeys: a new summary.
+    let _ = std::fs::remove_file(crate::harness::summary_path());
     let start = node_sh("start").await;
     assert!(
         start.ok,
@@ -48,16 +50,14 @@ pub async fn node(slot: &mut Option<RealNode>) -> RealNode {
     );
     let env = node_sh("env").await;
     assert!(env.ok, "e2e/k8s/node.sh env failed: {}", env.stderr);
-    let (mut cluster, vars) = Cluster::from_env("node.sh", &env.stdout);
-    // The chart installs the CRD and RBAC (`install` below).
-    cluster.installed = true;
+    let (cluster, vars) = Cluster::from_env("node.sh", &env.stdout);
     let var = |name: &str| {
         vars.get(name)
             .cloned()
             .unwrap_or_else(|| panic!("node.sh env did not print {name}:\n{}", env.stdout))
     };
     eprintln!(
-        "real-pods: node Ready in {} ({})",
+        "journeys: node Ready in {} ({})",
         elapsed(t0),
         cluster.server
     );
@@ -81,6 +81,7 @@ pub async fn node(slot: &mut Option<RealNode>) -> RealNode {
         image: var("GHOST_NODE_IMAGE"),
         helm,
     };
+    crate::fixture::set_pods_reach_databases_at(&node.bridge_ip);
     node.install().await;
     *slot = Some(node.clone());
     node
@@ -173,7 +174,7 @@ impl RealNode {
             self.describe_operator().await
         );
         eprintln!(
-            "real-pods: helm install: operator available in {}",
+            "journeys: helm install: operator available in {}",
             elapsed(t0)
         );
     }
@@ -248,28 +249,7 @@ impl RealNode {
 
     /// Deletes what the journey labelled, waiting for the operator's finalizers.
     pub async fn clean_up(&self) {
-        let selector = format!("{E2E_LABEL}=true");
-        for kind in ["schemamigrations.ghost.dev", "secrets"] {
-            let out = self
-                .cluster
-                .kubectl_in(
-                    &[
-                        "-n",
-                        NAMESPACE,
-                        "delete",
-                        kind,
-                        "-l",
-                        selector.as_str(),
-                        "--wait=true",
-                        "--timeout=60s",
-                    ],
-                    None,
-                )
-                .await;
-            if !out.ok {
-                eprintln!("real-pods: deleting {kind} failed: {}", out.stderr.trim());
-            }
-        }
+        delete_labelled(&self.cluster).await;
     }
 
     /// Cluster state for a failed journey.

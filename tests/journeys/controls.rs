@@ -247,8 +247,8 @@ pub async fn panic(cluster: &Cluster, stack: &Stack) {
     // The engine exited 3 (cancelled), and the Job made no other pod.
     let t0 = Instant::now();
     let runs = loop {
-        let runs = stack.runs_of(&job);
-        if runs.iter().all(|r| r.exit_code.is_some()) || t0.elapsed() > Duration::from_secs(30) {
+        let runs = stack.runs_of(&job).await;
+        if runs.iter().all(|r| r.exit_code.is_some()) || t0.elapsed() > Duration::from_secs(60) {
             break runs;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -71,10 +71,26 @@ pub async fn basic(cluster: &Cluster, stack: &Stack) {
         ),
     );
 
-    // The engine ran as one pod of that Job on the agent's node, and exited 0.
-    let runs = stack.runs_of(&job);
+    // The engine ran as one pod of that Job, and exited 0.
+    let runs = stack.runs_of(&job).await;
     assert_eq!(runs.len(), 1, "pods of {job}: {runs:?}");
     assert_eq!(runs[0].exit_code, Some(0), "{runs:?}");
+    let pods = stack.node.pods_of(&job).await;
+    assert_real_engine_pod(&pods[0]);
+    say(
+        J,
+        format!(
+            "engine pod {}: started {} after its creation, exit 0",
+            runs[0].name,
+            pod_start_latency(&pods[0]).map_or_else(|| "?".to_string(), fmt)
+        ),
+    );
+    // The engine spoke to the API server in-cluster, with its ServiceAccount's token.
+    let log = stack.log_of(&runs[0].name).await;
+    assert!(
+        log.contains("migration starting"),
+        "the engine pod's log (kubectl logs) does not show the migration:\n{log}"
+    );
 
     // `kubectl get smig` shows the printer columns.
     let listed = cluster
@@ -183,7 +199,7 @@ pub async fn delete_running(cluster: &Cluster, stack: &Stack) {
         J,
         format!("Job {job} gone {} after the delete began", elapsed(t0)),
     );
-    let runs = stack.runs_of(&job);
+    let runs = stack.runs_of(&job).await;
     assert!(
         runs.iter().all(|r| r.exit_code.is_some()),
         "an engine still runs: {runs:?}"
@@ -277,13 +293,7 @@ pub async fn pod_deleted(cluster: &Cluster, stack: &Stack) {
     let writer = Writer::start(table.schema.admin_config(), WRITE_PAUSE).await;
     let manifest = Manifest::new(J, table.database(), "ADD COLUMN c INT").slow();
     apply(cluster, &manifest).await;
-    // A checkpoint first (every 10 s): a pod killed before it starts over instead.
-    let (smig, took) = stack
-        .wait_smig(&manifest.name, "checkpointed", PHASE_TIMEOUT, |smig| {
-            smig["status"]["phase"] == "Copying"
-                && smig["status"]["progress"]["checkpointTime"].is_string()
-        })
-        .await;
+    let (smig, took) = wait_checkpointed(stack, &manifest.name).await;
     let job = job_of(&smig);
     let copied = progress_i64(&smig, "rowsCopied");
     say(
@@ -293,7 +303,7 @@ pub async fn pod_deleted(cluster: &Cluster, stack: &Stack) {
             fmt(took)
         ),
     );
-    let runs = stack.runs_of(&job);
+    let runs = stack.runs_of(&job).await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     let first_pod = runs[0].name.clone();
 
@@ -315,20 +325,11 @@ pub async fn pod_deleted(cluster: &Cluster, stack: &Stack) {
         J,
         format!("kubectl delete pod {first_pod} returned in {}", elapsed(t0)),
     );
-    let deadline = Instant::now() + PHASE_TIMEOUT;
-    let second = loop {
-        let runs = stack.runs_of(&job);
-        if let Some(run) = runs.iter().find(|r| r.name != first_pod) {
-            break run.clone();
-        }
-        assert!(Instant::now() < deadline, "no second pod: {runs:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let second = next_running_pod(stack, &job, &first_pod).await;
     say(
         J,
         format!(
-            "the Job's second pod {} started {} after the delete",
-            second.name,
+            "the Job's second pod {second} runs {} after the delete",
             elapsed(t0)
         ),
     );
@@ -336,11 +337,7 @@ pub async fn pod_deleted(cluster: &Cluster, stack: &Stack) {
     kubectl_wait_succeeded(cluster, stack, &manifest).await;
     let writes = writer.stop().await;
     assert_rows_equal(J, &mut table, &writes).await;
-    let log = std::fs::read_to_string(&second.log).unwrap_or_default();
-    assert!(
-        log.contains("resuming the row copy after the checkpoint"),
-        "the second pod did not resume:\n{log}"
-    );
+    assert_resumed(stack, &second).await;
     say(J, "the second pod resumed after the checkpoint's key");
 }
 
@@ -355,7 +352,12 @@ pub async fn reapply(cluster: &Cluster, stack: &Stack) {
     // compared below is the settled one.
     let job = job_of(&stack.smig(&manifest.name).await.expect("exists"));
     let deadline = Instant::now() + PHASE_TIMEOUT;
-    while !stack.runs_of(&job).iter().all(|r| r.exit_code.is_some()) {
+    while !stack
+        .runs_of(&job)
+        .await
+        .iter()
+        .all(|r| r.exit_code.is_some())
+    {
         assert!(
             Instant::now() < deadline,
             "the engine of {job} did not exit"
@@ -364,7 +366,7 @@ pub async fn reapply(cluster: &Cluster, stack: &Stack) {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let done = stack.smig(&manifest.name).await.expect("exists");
-    assert_eq!(stack.runs_of(&job).len(), 1);
+    assert_eq!(stack.runs_of(&job).await.len(), 1);
     let events = cluster.event_reasons(&manifest.name).await.len();
 
     let out = apply(cluster, &manifest).await;
@@ -382,7 +384,7 @@ pub async fn reapply(cluster: &Cluster, stack: &Stack) {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = stack.smig(&manifest.name).await.expect("exists");
     assert_eq!(after["status"], done["status"], "the status changed");
-    assert_eq!(stack.runs_of(&job).len(), 1, "a second engine ran");
+    assert_eq!(stack.runs_of(&job).await.len(), 1, "a second engine ran");
     assert_eq!(
         cluster.event_reasons(&manifest.name).await.len(),
         events,

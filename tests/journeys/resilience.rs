@@ -19,7 +19,7 @@ pub async fn api_server_restart(cluster: &Cluster, stack: &Stack) {
     wait_copying(stack, &manifest.name).await;
 
     let stopping = Instant::now();
-    let restarted = harness::cluster_sh_args(&["restart-apiserver", "3"]).await;
+    let restarted = stack.restart_apiserver(3).await;
     assert!(
         restarted.ok,
         "restart failed:\n{}{}",
@@ -98,6 +98,9 @@ pub async fn api_server_restart(cluster: &Cluster, stack: &Stack) {
 pub async fn cannot_start(cluster: &Cluster, stack: &Stack) {
     const J: &str = "cannot-start";
     const ELSEWHERE: &str = "ghost-e2e-no-sa";
+    // The release's start timeout is 120 s (a first image unpack on a loaded machine); this
+    // journey waits for it to pass. `Stack::stop` installs the release's values again.
+    stack.set_values(&["engine.startTimeoutSeconds=30"]).await;
     let table = Table::create("k8s_nosa", 10).await;
     let manifest = Manifest::new("nosa", table.database(), "ADD COLUMN x INT");
     let rendered = manifest.render().replace(

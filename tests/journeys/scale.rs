@@ -146,8 +146,8 @@ pub async fn queue_of_many(cluster: &Cluster, stack: &Stack) {
     let holder = Manifest::new("hold", table.database(), "ADD COLUMN x INT")
         .with_spec("  cutOver:\n    postpone: true\n");
 
-    let idle_rss = stack.operator_rss_mib();
-    // Without an operator (paused): the API server alone creates and deletes N migrations.
+    // Without an operator (its Deployment scaled to zero): the API server alone creates and
+    // deletes N migrations.
     stack.pause_operator(true).await;
     let created = Instant::now();
     cluster
@@ -158,7 +158,9 @@ pub async fn queue_of_many(cluster: &Cluster, stack: &Stack) {
         .await;
     let create_took = created.elapsed();
     let (without, _) = delete_batch(cluster, stack, "base", 0).await;
+    // A new operator pod: its memory idle, its metrics from zero.
     stack.pause_operator(false).await;
+    let idle_rss = stack.operator_rss_mib().await;
     say(
         J,
         format!(
@@ -177,11 +179,11 @@ pub async fn queue_of_many(cluster: &Cluster, stack: &Stack) {
     cluster
         .kubectl(&["create", "-f", "-"], Some(&batch_yaml(&holder, "q", n)))
         .await;
-    let mut peak_rss = stack.operator_rss_mib();
+    let mut peak_rss = stack.operator_rss_mib().await;
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         let (listed, queued) = count_phase(stack, "q", "Queued").await;
-        peak_rss = peak_rss.max(stack.operator_rss_mib());
+        peak_rss = peak_rss.max(stack.operator_rss_mib().await);
         if listed == n && queued == n {
             break;
         }
@@ -247,10 +249,10 @@ pub async fn queue_of_many(cluster: &Cluster, stack: &Stack) {
     );
 
     // Everything at once.
-    peak_rss = peak_rss.max(stack.operator_rss_mib());
-    let cpu_before = stack.operator_cpu_seconds();
+    peak_rss = peak_rss.max(stack.operator_rss_mib().await);
+    let cpu_before = stack.operator_cpu_seconds().await;
     let (with, all_gone) = delete_batch(cluster, stack, "q", 1).await;
-    let cpu = stack.operator_cpu_seconds() - cpu_before;
+    let cpu = stack.operator_cpu_seconds().await - cpu_before;
     let jobs_end = stack
         .operator_metric("ghost_operator_engine_jobs_created_total")
         .await;
@@ -289,7 +291,7 @@ pub async fn queue_of_many(cluster: &Cluster, stack: &Stack) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let after_rss = stack.operator_rss_mib();
+    let after_rss = stack.operator_rss_mib().await;
     say(
         J,
         format!(

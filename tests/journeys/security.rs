@@ -17,6 +17,9 @@ pub async fn tls(cluster: &Cluster, stack: &Stack) {
         .rsplit_once(':')
         .expect("GHOST_TEST_TLS is host:port");
     let port: u16 = port.parse().expect("port");
+    // The engine pod dials the node's relay on its bridge, an address the server's certificate
+    // names too, so verify-identity holds there as it does here on loopback.
+    let pod_host = stack.node.bridge_ip.as_str();
     let dir = std::path::PathBuf::from(std::env::var("GHOST_TEST_TLS_DIR").unwrap_or_else(|_| {
         format!(
             "{}/.cache/ghost/tls",
@@ -60,7 +63,7 @@ pub async fn tls(cluster: &Cluster, stack: &Stack) {
         ca = yaml(&read("ca.pem")),
         crt = yaml(&read("client-cert.pem")),
         key = yaml(&read("client-key.pem")),
-        host = yaml(host),
+        host = yaml(pod_host),
         database = yaml(&database),
     );
     let started = Instant::now();
@@ -116,7 +119,6 @@ pub async fn tls(cluster: &Cluster, stack: &Stack) {
     let _ = root
         .query_drop(format!("DROP DATABASE IF EXISTS `{database}`"))
         .await;
-    let _ = std::fs::remove_dir_all("/var/run/ghost/tls");
 }
 
 /// A client with a token of the engine's ServiceAccount, bound to `pod` (as the kubelet
@@ -127,11 +129,10 @@ async fn engine_client(
     pod: Option<&k8s_openapi::api::core::v1::Pod>,
     name: &str,
 ) -> kube::Client {
-    let token =
-        node_agent::service_account_token(&stack.admin, NAMESPACE, "ghost-engine", pod, 600)
-            .await
-            .expect("a ghost-engine token");
-    let path = node_agent::write_kubeconfig(
+    let token = harness::service_account_token(&stack.admin, NAMESPACE, "ghost-engine", pod, 600)
+        .await
+        .expect("a ghost-engine token");
+    let path = harness::write_kubeconfig(
         &stack.dir.join(name),
         &cluster.server,
         &cluster.ca_pem,
@@ -160,7 +161,9 @@ pub async fn own_status(cluster: &Cluster, stack: &Stack) {
     let table_b = Table::create("k8s_own_b", 500).await;
     let postponed = "  cutOver:\n    postpone: true\n";
     // own-a's webhook is signed with a key the kubelet mounts: the engine reads no Secret.
-    let receiver = common::webhook_receiver::Server::start(0, false).await;
+    // On the bridge, where the engine pod can reach it.
+    let receiver =
+        common::webhook_receiver::Server::start_on(&stack.node.bridge_ip, 0, false).await;
     const HOOK_KEY: &str = "k3y-from-a-mounted-secret";
     let hook_secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: own-hook-keys, namespace: {NAMESPACE}, \
