@@ -55,20 +55,11 @@ case "${1:-}" in
   *) die "usage: $0 [--print-dir | --print-bin | --print-version]" ;;
 esac
 
-mkdir -p "$BIN_DIR"
-STAMP="$BIN_DIR/.go.sum.sha256"
-want_stamp="$(sha256sum "$HERE/go.sum" | cut -d' ' -f1)"
-if [[ -x "$HELM" && -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" ]]; then
+if up_to_date "$HELM"; then
   log "helm $HELM_VERSION: cached ($HELM)"
   echo "$HELM"
   exit 0
 fi
-if [[ -f "$STAMP" && "$(cat "$STAMP")" != "$want_stamp" ]]; then
-  log "go.sum changed since the cached build: rebuilding $HELM"
-fi
-rm -f "$HELM"
-
-command -v go >/dev/null || die "go not found on PATH"
 
 # What Helm's Makefile stamps in: the version, and the Kubernetes version that
 # lint and template assume (client-go v0.N.x <-> Kubernetes v1.N).
@@ -82,19 +73,6 @@ if [[ "$CLIENT_GO_VERSION" =~ ^v0\.([0-9]+)\. ]]; then
   done
 fi
 
-log "helm $HELM_VERSION: building helm.sh/helm/v3/cmd/helm (nice $NICE, -p $JOBS) -> $BIN_DIR"
-t0=$(now_ms)
-tmp="$HELM.tmp.$$"
-(
-  cd "$HERE"
-  GOTOOLCHAIN=local GOFLAGS="-buildvcs=false -mod=readonly -p=$JOBS" CGO_ENABLED=0 \
-    nice -n "$NICE" go build -trimpath -ldflags="$LDFLAGS" -o "$tmp" helm.sh/helm/v3/cmd/helm
-) || {
-  rm -f "$tmp"
-  die "go build failed"
-}
-mv -f "$tmp" "$HELM"
-echo "$want_stamp" >"$STAMP"
-log "helm $HELM_VERSION: built in $(elapsed "$t0") ($(du -h "$HELM" | cut -f1))"
+build_tool helm.sh/helm/v3/cmd/helm "$HELM" "$LDFLAGS"
 "$HELM" version --short >&2 || die "the built helm does not run"
 echo "$HELM"

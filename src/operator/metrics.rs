@@ -1,6 +1,8 @@
 //! The controller's Prometheus metrics: reconcile counts, failures and durations, whether this
-//! replica leads, and per migration its phase, progress, replica lag and throttle state (labelled
-//! by namespace and name only: migrations are few).
+//! replica leads, and per migration its phase, progress, rows copied and their rate, heartbeat and
+//! replica lag, binlog backlog, throttle state and cut-over lock time (labelled by namespace and
+//! name only: migrations are few). The dashboard and alerts the chart ships
+//! (`charts/ghost/files/`) use only these; a test below keeps it so.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Instant;
@@ -45,6 +47,8 @@ pub struct Metrics {
     progress: Family<Labels, FloatGauge>,
     replica_lag: Family<Labels, FloatGauge>,
     throttled: Family<Labels, Gauge>,
+    /// The engine's last report, one gauge per field, for dashboards and alerts.
+    reported: ReportedGauges,
     /// (namespace, name) of every migration with series, so deleted ones can be dropped.
     known: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
 }
@@ -69,6 +73,7 @@ impl Metrics {
         let progress = Family::<Labels, FloatGauge>::default();
         let replica_lag = Family::<Labels, FloatGauge>::default();
         let throttled = Family::<Labels, Gauge>::default();
+        let reported = ReportedGauges::register(&mut registry);
 
         // Counters get `_total` appended by the encoder.
         registry.register(
@@ -133,6 +138,7 @@ impl Metrics {
             progress,
             replica_lag,
             throttled,
+            reported,
             known: std::sync::Mutex::default(),
         }
     }
@@ -210,6 +216,7 @@ impl Metrics {
         self.throttled
             .get_or_create(&base)
             .set(i64::from(throttled));
+        self.reported.observe(&base, progress);
     }
 
     /// Drops a deleted migration's series.
@@ -241,6 +248,7 @@ impl Metrics {
         self.progress.remove(&base);
         self.replica_lag.remove(&base);
         self.throttled.remove(&base);
+        self.reported.forget(&base);
     }
 
     /// The exposition text.
@@ -251,6 +259,107 @@ impl Metrics {
             tracing::error!("encoding metrics: {e}");
         }
         text
+    }
+}
+
+/// Gauges of the engine's last report: a series while the field is reported, none otherwise.
+struct ReportedGauges {
+    rows_copied: Family<Labels, FloatGauge>,
+    rows_per_second: Family<Labels, FloatGauge>,
+    heartbeat_lag: Family<Labels, FloatGauge>,
+    backlog: Family<Labels, FloatGauge>,
+    cut_over_lock: Family<Labels, FloatGauge>,
+}
+
+impl ReportedGauges {
+    fn register(registry: &mut Registry) -> Self {
+        let gauges = Self {
+            rows_copied: Family::default(),
+            rows_per_second: Family::default(),
+            heartbeat_lag: Family::default(),
+            backlog: Family::default(),
+            cut_over_lock: Family::default(),
+        };
+        for (name, help, family) in [
+            (
+                "migration_rows_copied",
+                "Rows copied into the ghost table",
+                &gauges.rows_copied,
+            ),
+            (
+                "migration_rows_per_second",
+                "The engine's recent copy rate",
+                &gauges.rows_per_second,
+            ),
+            (
+                "migration_heartbeat_lag_seconds",
+                "Age of the last heartbeat read back from the binary log (how far applying is behind)",
+                &gauges.heartbeat_lag,
+            ),
+            (
+                "migration_backlog",
+                "Row changes read from the binary log and not yet applied",
+                &gauges.backlog,
+            ),
+            (
+                "migration_cut_over_lock_seconds",
+                "How long the cut-over blocked writes to the table",
+                &gauges.cut_over_lock,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
+        gauges
+    }
+
+    fn observe(&self, base: &Labels, progress: Option<&ProgressStatus>) {
+        let millis = |v: Option<i64>| v.map(|ms| ms as f64 / 1000.0);
+        let count = |v: Option<i64>| v.map(|n| n as f64);
+        let values = [
+            (
+                &self.rows_copied,
+                count(progress.and_then(|p| p.rows_copied)),
+            ),
+            (
+                &self.rows_per_second,
+                progress.and_then(|p| p.rows_per_second),
+            ),
+            (
+                &self.heartbeat_lag,
+                millis(progress.and_then(|p| p.heartbeat_lag_millis)),
+            ),
+            (&self.backlog, count(progress.and_then(|p| p.backlog))),
+            (
+                &self.cut_over_lock,
+                millis(
+                    progress
+                        .and_then(|p| p.cut_over.as_ref())
+                        .and_then(|c| c.lock_millis),
+                ),
+            ),
+        ];
+        for (family, value) in values {
+            match value {
+                Some(v) => {
+                    family.get_or_create(base).set(v);
+                }
+                None => {
+                    family.remove(base);
+                }
+            }
+        }
+    }
+
+    fn forget(&self, base: &Labels) {
+        for family in [
+            &self.rows_copied,
+            &self.rows_per_second,
+            &self.heartbeat_lag,
+            &self.backlog,
+            &self.cut_over_lock,
+        ] {
+            family.remove(base);
+        }
     }
 }
 
@@ -282,7 +391,7 @@ impl Drop for ReconcileTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::ThrottleStatus;
+    use crate::api::types::{CutOverStatus, ThrottleStatus};
 
     #[test]
     fn renders_reconciles_and_migrations() {
@@ -341,5 +450,100 @@ mod tests {
         assert!(!text.contains("migration_progress_percent{"));
         m.forget("shop", "add-age");
         assert!(!m.render().contains("name=\"add-age\""));
+    }
+
+    /// A migration with every reported field set, as the engine reports one mid-way and after its
+    /// cut-over.
+    fn fully_reported() -> Metrics {
+        let m = Metrics::new();
+        drop(m.reconcile_started());
+        m.reconcile_failed("kube");
+        m.set_leader(true);
+        let status = SchemaMigrationStatus {
+            phase: Some(MigrationPhase::Copying),
+            ..SchemaMigrationStatus::default()
+        };
+        let progress = ProgressStatus {
+            percent: Some(42.5),
+            rows_copied: Some(4250),
+            rows_per_second: Some(1200.5),
+            backlog: Some(17),
+            heartbeat_lag_millis: Some(250),
+            replica_lag_millis: Some(1500),
+            throttle: Some(ThrottleStatus {
+                active: false,
+                reason: None,
+            }),
+            cut_over: Some(CutOverStatus {
+                attempts: 1,
+                lock_millis: Some(42),
+            }),
+            ..ProgressStatus::default()
+        };
+        m.observe("shop", "add-age", &status, Some(&progress));
+        m
+    }
+
+    #[test]
+    fn the_engine_report_is_a_gauge_per_field_while_reported() {
+        let m = fully_reported();
+        let text = m.render();
+        for line in [
+            "ghost_operator_migration_rows_copied{namespace=\"shop\",name=\"add-age\"} 4250",
+            "ghost_operator_migration_rows_per_second{namespace=\"shop\",name=\"add-age\"} 1200.5",
+            "ghost_operator_migration_backlog{namespace=\"shop\",name=\"add-age\"} 17",
+            "ghost_operator_migration_heartbeat_lag_seconds{namespace=\"shop\",name=\"add-age\"} 0.25",
+            "ghost_operator_migration_cut_over_lock_seconds{namespace=\"shop\",name=\"add-age\"} 0.042",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        let status = SchemaMigrationStatus::default();
+        m.observe("shop", "add-age", &status, Some(&ProgressStatus::default()));
+        assert!(!m.render().contains("migration_rows_copied{"));
+        m.observe(
+            "shop",
+            "add-age",
+            &status,
+            Some(&ProgressStatus {
+                rows_copied: Some(1),
+                ..ProgressStatus::default()
+            }),
+        );
+        m.forget("shop", "add-age");
+        assert!(!m.render().contains("migration_rows_copied{"));
+    }
+
+    /// Every metric the shipped dashboard and alerts query is one this operator serves: a name
+    /// that is not would chart nothing and never alert, silently.
+    #[test]
+    fn the_shipped_dashboard_and_alerts_use_only_served_metrics() {
+        let served = fully_reported().render();
+        let is_served = |name: &str| {
+            served.lines().filter(|l| !l.starts_with('#')).any(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+        };
+        let name = regex::Regex::new(r"ghost_operator_[a-z_]+").expect("a valid pattern");
+        for (file, text) in [
+            (
+                "charts/ghost/files/ghost-dashboard.json",
+                include_str!("../../charts/ghost/files/ghost-dashboard.json"),
+            ),
+            (
+                "charts/ghost/files/ghost-rules.yaml",
+                include_str!("../../charts/ghost/files/ghost-rules.yaml"),
+            ),
+        ] {
+            let used: std::collections::BTreeSet<&str> =
+                name.find_iter(text).map(|m| m.as_str()).collect();
+            assert!(used.len() >= 5, "{file}: only {used:?}");
+            for metric in used {
+                assert!(
+                    is_served(metric),
+                    "{file} uses {metric}, which /metrics does not serve:\n{served}"
+                );
+            }
+        }
     }
 }

@@ -336,6 +336,40 @@ impl Stack {
         .await
     }
 
+    /// Waits until the `kubernetes` Service's address takes connections from this host, which
+    /// kube-proxy routes as it routes the pods' (its rules are on the node's OUTPUT path too);
+    /// returns how long that took.
+    pub async fn wait_apiserver_service_routable(&self) -> Duration {
+        let t0 = Instant::now();
+        let ip = self
+            .cluster()
+            .kubectl(
+                &[
+                    "-n",
+                    "default",
+                    "get",
+                    "service",
+                    "kubernetes",
+                    "-o",
+                    "jsonpath={.spec.clusterIP}",
+                ],
+                None,
+            )
+            .await;
+        let address = format!("{}:443", ip.trim());
+        loop {
+            let connect = tokio::net::TcpStream::connect(address.as_str());
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(300), connect).await {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "the kubernetes Service ({address}) takes no connection 120 s after the restart"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     // -------------------------------------------------------------------------- the end
 
     /// The operator's log since the journey began (`kubectl logs` of its Deployment).
