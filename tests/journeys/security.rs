@@ -189,15 +189,23 @@ pub async fn own_status(cluster: &Cluster, stack: &Stack) {
     // One migration per host at a time here: b waits for a.
     apply(cluster, &b).await;
     stack.wait_phase(&b.name, "Queued", PHASE_TIMEOUT).await;
+    // The engine reports before the kubelet has told the API server its pod runs.
     let pods: Api<Pod> = Api::namespaced(stack.admin.clone(), NAMESPACE);
-    let pod = pods
-        .list(&ListParams::default().labels(&format!("ghost.dev/migration={}", a.name)))
-        .await
-        .expect("pods")
-        .items
-        .into_iter()
-        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .expect("a running engine pod of own-a");
+    let deadline = Instant::now() + PHASE_TIMEOUT;
+    let pod = loop {
+        let running = pods
+            .list(&ListParams::default().labels(&format!("ghost.dev/migration={}", a.name)))
+            .await
+            .expect("pods")
+            .items
+            .into_iter()
+            .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        if let Some(pod) = running {
+            break pod;
+        }
+        assert!(Instant::now() < deadline, "no running engine pod of own-a");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let as_pod_of_a = engine_client(cluster, stack, Some(&pod), "bound").await;
     let unbound = engine_client(cluster, stack, None, "unbound").await;
 
