@@ -24,8 +24,9 @@ async fn seeded_schema(prefix: &str) -> (common::TestSchema, Rows) {
     let mut conn = schema.admin_config().connect().await.expect("admin");
     conn.query_drop(format!(
         "CREATE TABLE t (id INT PRIMARY KEY, v VARCHAR(32) CHARACTER SET latin1, \
-         n INT NULL); \
-         INSERT INTO t SELECT seq, CONCAT('v', seq), IF(seq % 7 = 0, NULL, seq) FROM {seq}",
+         n INT NULL, m BIGINT NOT NULL DEFAULT 0, at DATETIME(3) NOT NULL DEFAULT '2026-01-01'); \
+         INSERT INTO t SELECT seq, CONCAT('v', seq), IF(seq % 7 = 0, NULL, seq), seq * 3, \
+         '2026-01-01 00:00:00.000' + INTERVAL seq SECOND FROM {seq}",
         seq = common::dialect::numbers(u64::from(ROWS))
     ))
     .await
@@ -99,6 +100,30 @@ const DAMAGE: &str = "UPDATE _t_gho SET v = 'damaged' WHERE id = 7; \
                       DELETE FROM _t_gho WHERE id = 2500; \
                       INSERT INTO _t_gho (id, v, n) VALUES (999999, 'extra', 1); \
                       UPDATE _t_gho SET n = 0 WHERE id = 14";
+
+/// Never-NULL numbers and times are compared without an ISNULL flag (the checksum's cheaper
+/// form): a changed value there is found all the same.
+#[tokio::test]
+async fn damage_to_never_null_numbers_and_times_is_found() {
+    let (schema, _) = seeded_schema("ck_plain").await;
+    let mut conn = schema.admin_config().connect().await.expect("admin");
+    let before: Vec<(u32, i64, String)> = conn
+        .query("SELECT id, m, CAST(`at` AS CHAR) FROM t ORDER BY id")
+        .await
+        .expect("read");
+    let dir = scratch("plain");
+    let damage = "UPDATE _t_gho SET m = m + 1 WHERE id = 21; \
+                  UPDATE _t_gho SET `at` = `at` + INTERVAL 1000 MICROSECOND WHERE id = 2222";
+    let (code, log) = migrate(&schema.name, &dir, damage, &[]);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("chunks differ; copying them again"), "{log}");
+    let after: Vec<(u32, i64, String)> = conn
+        .query("SELECT id, m, CAST(`at` AS CHAR) FROM t ORDER BY id")
+        .await
+        .expect("read");
+    assert_eq!(after, before, "rows after the migration");
+    let _ = conn.disconnect().await;
+}
 
 #[tokio::test]
 async fn damaged_chunks_are_found_and_copied_again() {
