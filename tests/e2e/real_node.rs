@@ -28,10 +28,12 @@ pub struct RealNode {
 
 pub static NODE_SLOT: tokio::sync::Mutex<Option<RealNode>> = tokio::sync::Mutex::const_new(None);
 
-pub async fn node_sh(command: &str) -> Output {
+pub async fn node_sh(args: &[&str]) -> Output {
     let script = Path::new(REPO).join("e2e/k8s/node.sh");
     let script = script.display().to_string();
-    run(Path::new("bash"), &[script.as_str(), command], None, &[]).await
+    let mut full = vec![script.as_str()];
+    full.extend_from_slice(args);
+    run(Path::new("bash"), &full, None, &[]).await
 }
 
 /// Starts (or finds) the node and `helm install`s the chart once per test binary.
@@ -42,13 +44,13 @@ pub async fn node(slot: &mut Option<RealNode>) -> RealNode {
     let t0 = Instant::now();
     // A new run of the journeys: a new summary.
     let _ = std::fs::remove_file(crate::harness::summary_path());
-    let start = node_sh("start").await;
+    let start = node_sh(&["start"]).await;
     assert!(
         start.ok,
         "e2e/k8s/node.sh start failed (build the image first: e2e/k8s/image.sh build):\n{}\n{}",
         start.stdout, start.stderr
     );
-    let env = node_sh("env").await;
+    let env = node_sh(&["env"]).await;
     assert!(env.ok, "e2e/k8s/node.sh env failed: {}", env.stderr);
     let (cluster, vars) = Cluster::from_env("node.sh", &env.stdout);
     let var = |name: &str| {
@@ -215,7 +217,11 @@ impl RealNode {
 
     /// The pods of `job` (label `job-name`), oldest first.
     pub async fn pods_of(&self, job: &str) -> Vec<Value> {
-        let selector = format!("job-name={job}");
+        self.pods(&format!("job-name={job}")).await
+    }
+
+    /// The pods matching `selector` in the journeys' namespace, oldest first.
+    pub async fn pods(&self, selector: &str) -> Vec<Value> {
         let text = self
             .cluster
             .kubectl(
@@ -225,7 +231,7 @@ impl RealNode {
                     "get",
                     "pods",
                     "-l",
-                    selector.as_str(),
+                    selector,
                     "--sort-by=.metadata.creationTimestamp",
                     "-o",
                     "json",

@@ -155,23 +155,6 @@ impl Stack {
 
     /// The ready operator pod (Running, Ready, not being deleted).
     async fn operator_pod(&self) -> Value {
-        let text = self
-            .cluster()
-            .kubectl(
-                &[
-                    "-n",
-                    NAMESPACE,
-                    "get",
-                    "pods",
-                    "-l",
-                    OPERATOR_SELECTOR,
-                    "-o",
-                    "json",
-                ],
-                None,
-            )
-            .await;
-        let list: Value = serde_json::from_str(&text).expect("pods json");
         let ready = |pod: &&Value| {
             pod["metadata"]["deletionTimestamp"].is_null()
                 && pod["status"]["conditions"].as_array().is_some_and(|c| {
@@ -179,10 +162,11 @@ impl Stack {
                         .any(|c| c["type"] == "Ready" && c["status"] == "True")
                 })
         };
-        list["items"]
-            .as_array()
-            .and_then(|items| items.iter().find(ready).cloned())
-            .unwrap_or_else(|| panic!("no ready operator pod:\n{text}"))
+        let pods = self.node.pods(OPERATOR_SELECTOR).await;
+        pods.iter()
+            .find(ready)
+            .cloned()
+            .unwrap_or_else(|| panic!("no ready operator pod: {pods:#?}"))
     }
 
     /// `http://<operator pod IP>:8080`: /metrics, /healthz and /readyz, reached over the bridge.
@@ -324,16 +308,7 @@ impl Stack {
 
     /// The node's kube-apiserver down for `seconds`, then up and ready again.
     pub async fn restart_apiserver(&self, seconds: u32) -> crate::harness::Output {
-        let script = Path::new(crate::harness::REPO).join("e2e/k8s/node.sh");
-        let script = script.display().to_string();
-        let seconds = seconds.to_string();
-        crate::harness::run(
-            Path::new("bash"),
-            &[script.as_str(), "restart-apiserver", seconds.as_str()],
-            None,
-            &[],
-        )
-        .await
+        crate::real_node::node_sh(&["restart-apiserver", &seconds.to_string()]).await
     }
 
     /// Waits until the `kubernetes` Service's address takes connections from this host, which
