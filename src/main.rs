@@ -34,6 +34,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
     },
+    /// The kubectl plugin (`kubectl ghost …` when this binary is on PATH as kubectl-ghost).
+    Kubectl {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
     /// Print the SchemaMigration CustomResourceDefinition as YAML.
     Crd,
     /// Print the version.
@@ -41,6 +46,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Copied or linked as kubectl-ghost, this binary is the kubectl plugin itself.
+    let mut argv = std::env::args();
+    let invoked_as = argv.next().unwrap_or_default();
+    let file_name = std::path::Path::new(&invoked_as)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if file_name == ghost::kubectl::PLUGIN_NAME {
+        return ghost::kubectl::run("kubectl ghost", &argv.collect::<Vec<_>>());
+    }
+    if file_name == ghost::kubectl::COMPLETION_NAME {
+        return ghost::kubectl::run_completion(&argv.collect::<Vec<_>>());
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
@@ -51,6 +69,7 @@ fn main() -> ExitCode {
         Command::Engine { args } => ghost::cli::engine::run(&args),
         Command::Operator { args } => ghost::cli::operator::run(&args),
         Command::Ctl { args } => ghost::cli::ctl::run(&args),
+        Command::Kubectl { args } => ghost::kubectl::run("ghost kubectl", &args),
         Command::Crd => {
             print!("{}", ghost::api::crd_yaml());
             ExitCode::SUCCESS

@@ -9,9 +9,9 @@
 //! chart's ServiceAccounts and RBAC; a missing verb fails a journey. The harness is
 //! `tests/e2e/harness.rs`, `real_node.rs` (the node and the release) and `stack.rs` (one
 //! journey's view); the table, the writer and the manifests are `tests/e2e/fixture.rs`. The
-//! journeys themselves are in `tests/journeys/` by subject: `lifecycle`, `controls`, `security`,
-//! `resilience`, `scale`, and `platform` (the node drained, an engine at its memory limit, the
-//! release upgraded and uninstalled).
+//! journeys themselves are in `tests/journeys/` by subject: `lifecycle`, `controls`, `plugin`
+//! (`kubectl ghost`), `security`, `resilience`, `scale`, and `platform` (the node drained, an
+//! engine at its memory limit, the release upgraded and uninstalled).
 //!
 //! Every journey prints `journeys: <name>: ...` lines with what it measured (latencies from the
 //! user's command to what `.status` shows); CI keeps them in its log.
@@ -33,6 +33,8 @@ mod controls;
 mod lifecycle;
 #[path = "journeys/platform.rs"]
 mod platform;
+#[path = "journeys/plugin.rs"]
+mod plugin;
 #[path = "journeys/resilience.rs"]
 mod resilience;
 #[path = "journeys/scale.rs"]
@@ -108,6 +110,7 @@ journey!(
     helm_upgrade_of_the_operator_mid_migration,
     platform::helm_upgrade
 );
+journey!(kubectl_ghost_plugin, plugin::plugin);
 journey!(
     helm_uninstall_leaves_the_crd_and_the_migrations,
     platform::helm_uninstall

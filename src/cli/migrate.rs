@@ -20,6 +20,8 @@ use crate::server::{self, ControlPlane, MigrationIdentity};
 
 /// Exit code for a refused command line (gh-ost exits non-zero; 2 is the usage convention).
 const USAGE_ERROR: u8 = 2;
+/// How long an ended migration waits for open live pages to receive its final state.
+const PAGE_GRACE: Duration = Duration::from_secs(2);
 
 pub fn run(args: &[String]) -> ExitCode {
     let env = |name: &str| std::env::var(name).ok();
@@ -258,6 +260,7 @@ async fn migrate(
 
     info!(table = %table, execute = cfg.execute, "migration starting");
     let result = Migration::new(cfg, controls_rx, progress_tx).run().await;
+    server::page::let_pages_see_the_end(&plane, PAGE_GRACE).await;
     status.abort();
     for server in &servers {
         server.abort();

@@ -14,6 +14,7 @@ use tracing::warn;
 use super::finalizer::TableCleaner;
 use super::job::EngineDefaults;
 use super::metrics::Metrics;
+use super::next_step::with_next_step;
 use super::queue::Entry;
 use super::reconcile::{DELETION_SETTLE, MAX_NOTE_BYTES, REPORTER, truncate};
 use crate::api::SchemaMigration;
@@ -201,7 +202,11 @@ impl Context {
     /// Publishes an Event about `smig`. Events are best effort: a failure is logged, never
     /// fails the reconcile.
     pub(crate) async fn publish(&self, smig: &SchemaMigration, planned: PlannedEvent) {
-        let note = truncate(&planned.note, MAX_NOTE_BYTES);
+        let note = match planned.type_ {
+            EventType::Warning => with_next_step(&planned.note, planned.reason, smig),
+            EventType::Normal => planned.note.clone(),
+        };
+        let note = truncate(&note, MAX_NOTE_BYTES);
         let recorder = {
             let mut recorders = self
                 .recorders

@@ -23,6 +23,8 @@ pub mod job;
 pub mod leader;
 pub mod memory;
 pub mod metrics;
+pub mod next_step;
+pub mod page;
 pub mod policy;
 pub mod queue;
 pub mod reconcile;
@@ -192,7 +194,7 @@ pub async fn run(config: OperatorConfig) -> Result<(), RunError> {
         config.max_per_host,
         Arc::new(EngineTableCleaner),
     ));
-    drop(store);
+    admin.set_migrations(store);
     let memory_task = tokio::spawn(memory::let_go_of_deleted(ctx.clone()));
     // Ready once the leader runs the controller: the API answered the list above, and the
     // controller itself holds reconciles until its cache is synced. (Waiting on a reader copy of

@@ -32,6 +32,7 @@ pub use super::context::{Context, PlannedEvent};
 use super::engine_secrets;
 use super::finalizer::{self, FINALIZER};
 use super::job::{self, JobError};
+use super::next_step::with_next_step;
 use super::policy;
 use super::queue::{self, Decision, Entry, Slot};
 use super::start_check;
@@ -241,6 +242,14 @@ async fn finish_succeeded(
     Ok(action)
 }
 
+fn not_starting(problem: &str, smig: &SchemaMigration) -> String {
+    with_next_step(
+        &format!("the engine cannot start: {problem}"),
+        "EngineNotStarting",
+        smig,
+    )
+}
+
 /// The controller's error policy: retry soon; a deletion waiting for its pod is not a failure.
 pub fn error_policy(smig: Arc<SchemaMigration>, error: &Error, ctx: Arc<Context>) -> Action {
     let namespace = smig.namespace().unwrap_or_default();
@@ -272,12 +281,15 @@ async fn apply(smig: &SchemaMigration, ctx: &Context) -> Result<Action, Error> {
     let finished = previous
         .and_then(|s| s.phase)
         .is_some_and(MigrationPhase::is_terminal);
-    let observation = if finished {
+    let mut observation = if finished {
         ctx.announce_finished(&uid);
         Observation::with(JobState::NotCreated, None)
     } else {
         observe_job(smig, ctx, &namespace, &name, &uid, controls.panic).await?
     };
+    if let Some(blocker) = observation.blocker.as_mut() {
+        blocker.message = with_next_step(&blocker.message, blocker.reason, smig);
+    }
 
     let now = now();
     let synthetic;
@@ -311,7 +323,25 @@ async fn apply(smig: &SchemaMigration, ctx: &Context) -> Result<Action, Error> {
         apply_blocker(&mut status, blocker);
     }
     if let Some(problem) = &observation.start_problem {
-        status.message = Some(format!("the engine cannot start: {problem}"));
+        status.message = Some(not_starting(problem, smig));
+    }
+    // A migration that stopped says what to run next (kept as it is once it has a command).
+    if let Some(phase) = status
+        .phase
+        .filter(|p| matches!(p, MigrationPhase::Failed | MigrationPhase::Cancelled))
+        && let Some(message) = status.message.clone()
+    {
+        let with_step = with_next_step(&message, phase.as_str(), smig);
+        // The Failed condition carries the same text; both must stay as written, or every
+        // later reconcile would rewrite them.
+        for condition in status
+            .conditions
+            .iter_mut()
+            .filter(|c| c.message == message)
+        {
+            condition.message = with_step.clone();
+        }
+        status.message = Some(with_step);
     }
 
     if status_changed(previous, &status) {
@@ -323,7 +353,7 @@ async fn apply(smig: &SchemaMigration, ctx: &Context) -> Result<Action, Error> {
     }
     if let Some(problem) = &observation.start_problem {
         if previous.and_then(|s| s.message.as_deref()) != status.message.as_deref() {
-            let note = format!("the engine cannot start: {problem}");
+            let note = not_starting(problem, smig);
             ctx.publish(
                 smig,
                 PlannedEvent::warning("EngineNotStarting", "StartEngine", note),

@@ -1,5 +1,5 @@
-//! The operator's admin port: `/metrics` (OpenMetrics text), `/healthz` (liveness) and `/readyz`
-//! (readiness).
+//! The operator's admin port: `/metrics` (OpenMetrics text), `/healthz` (liveness), `/readyz`
+//! (readiness), and the read-only page of every migration (`/`, `page`).
 //!
 //! Liveness fails once the controller has stopped for good (lost its lease, its watch ended), so
 //! the kubelet restarts the pod. Readiness turns true once this replica has taken its role: the
@@ -8,19 +8,22 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use kube::runtime::reflector::Store;
 use tokio::net::TcpListener;
 use tracing::info;
 
 use super::metrics::{CONTENT_TYPE, Metrics};
+use super::page;
 use super::watch_health::WatchHealth;
+use crate::api::SchemaMigration;
 
 /// What the admin endpoints report.
 pub struct AdminState {
@@ -28,6 +31,8 @@ pub struct AdminState {
     pub watches: WatchHealth,
     ready: AtomicBool,
     healthy: AtomicBool,
+    /// The controller's cache, once this replica leads.
+    migrations: OnceLock<Store<SchemaMigration>>,
 }
 
 impl AdminState {
@@ -37,7 +42,16 @@ impl AdminState {
             watches: WatchHealth::default(),
             ready: AtomicBool::new(false),
             healthy: AtomicBool::new(true),
+            migrations: OnceLock::new(),
         }
+    }
+
+    pub fn set_migrations(&self, store: Store<SchemaMigration>) {
+        let _ = self.migrations.set(store);
+    }
+
+    pub fn migrations(&self) -> Option<&Store<SchemaMigration>> {
+        self.migrations.get()
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -59,6 +73,8 @@ impl AdminState {
 
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
+        .route("/", get(page::page))
+        .route("/api/migrations", get(page::migrations))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -68,7 +84,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
 /// Binds first, so a taken port fails the start instead of a background task.
 pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let listener = TcpListener::bind(addr).await?;
-    info!(address = %addr, "serving /metrics, /healthz and /readyz");
+    info!(address = %addr, "serving /metrics, /healthz, /readyz and the page at /");
     Ok(listener)
 }
 

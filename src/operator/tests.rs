@@ -602,7 +602,9 @@ async fn a_failed_job_fails_the_migration_and_it_stays_failed() {
                 assert_eq!(
                     status["message"],
                     "table shop.users has no PRIMARY nor UNIQUE key (BackoffLimitExceeded: Job \
-                     has reached the specified backoff limit)"
+                     has reached the specified backoff limit). Next: `kubectl ghost logs add-age \
+                     -n shop` shows why; fix the cause and apply the manifest again under a new \
+                     name (a finished SchemaMigration never runs again)"
                 );
                 assert_eq!(condition(status, "Failed")["status"], "True");
                 assert_eq!(condition(status, "Succeeded")["status"], "False");

@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use super::commands::{self, CommandError, Setting};
-use super::{ControlPlane, metrics};
+use super::{ControlPlane, metrics, page};
 use crate::engine::controls::Controls;
 use crate::engine::progress::{Phase, Progress, ThrottleState};
 
@@ -221,7 +221,8 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
     let Some(token) = state.access.token.as_deref() else {
         return next.run(request).await;
     };
-    if request.uri().path() == "/healthz" {
+    // The health check, and the page itself (it holds no data and asks for the token).
+    if matches!(request.uri().path(), "/healthz" | "/") {
         return next.run(request).await;
     }
     let given = request
@@ -248,6 +249,8 @@ pub fn router(plane: ControlPlane) -> Router {
 pub fn router_with(plane: ControlPlane, access: HttpAccess) -> Router {
     let state = ApiState { plane, access };
     Router::new()
+        .route("/", get(page::page))
+        .route("/api/events", get(page::events))
         .route("/api/status", get(get_status))
         .route("/api/throttle", post(post_throttle))
         .route("/api/no-throttle", post(post_no_throttle))

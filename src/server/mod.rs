@@ -4,6 +4,7 @@
 //!   as pure-ish functions of the control plane.
 //! - `socket`: gh-ost's line protocol on a unix socket and on TCP (`echo status | nc ...`).
 //! - `http`: a JSON API plus `/metrics` and `/healthz`.
+//! - `page`: the live page at `/` of the same server, and its server-sent events.
 //! - `metrics`: Prometheus text built from a `Progress` snapshot at scrape time.
 //!
 //! None of these talks to the engine directly: they write `Controls` and read `Progress`, the
@@ -12,9 +13,12 @@
 pub mod commands;
 pub mod http;
 pub mod metrics;
+pub mod page;
 pub mod socket;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use tokio::sync::watch;
@@ -33,6 +37,8 @@ pub struct ControlPlane {
     /// gh-ost's `gh-ost-on-interactive-command` hooks run before every socket/TCP command; a
     /// failing hook rejects the command.
     pub hooks: Option<Hooks>,
+    /// Live pages with an open event stream (`page`), so an exit can wait for them.
+    pub page_streams: Arc<AtomicUsize>,
 }
 
 impl ControlPlane {
@@ -51,6 +57,7 @@ impl ControlPlane {
             progress,
             identity,
             hooks: None,
+            page_streams: Arc::default(),
         }
     }
 

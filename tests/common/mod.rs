@@ -1,6 +1,7 @@
 //! Shared by the integration tests: where the MariaDB topology is, and a throwaway schema per test.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod dialect;
 pub mod fault;
 pub mod model;
