@@ -35,6 +35,8 @@ enum Command {
         args: Vec<String>,
     },
     /// The kubectl plugin (`kubectl ghost …` when this binary is on PATH as kubectl-ghost).
+    // `--help` is the plugin's own.
+    #[command(disable_help_flag = true)]
     Kubectl {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,

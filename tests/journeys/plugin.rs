@@ -160,6 +160,7 @@ pub async fn plugin(cluster: &Cluster, stack: &Stack) {
         .await;
     wait_throttled(stack, name).await;
     let status = plugin.ghost(&["status", name]).await;
+    eprintln!("kubectl ghost status {name}:\n{status}");
     for expected in [
         "Phase:       Copying",
         "State: throttled,",
