@@ -1,5 +1,5 @@
-# Shared by e2e/k8s/build.sh, e2e/helm/build.sh and e2e/prometheus/build.sh: logging, reading a
-# pin from go.mod, timing.
+# Shared by e2e/k8s/build.sh, e2e/helm/build.sh, e2e/prometheus/build.sh and e2e/krew/build.sh:
+# logging, reading a pin from go.mod, timing.
 # Source it after setting HERE (the build's directory, holding go.mod) and LOG_PREFIX.
 
 log() { printf '%s: %s\n' "$LOG_PREFIX" "$*" >&2; }
@@ -21,8 +21,8 @@ elapsed() { # elapsed <start_ms> -> "81.3s"
   printf '%d.%ds' $((ms / 1000)) $(((ms % 1000) / 100))
 }
 
-# The tools built from one go.mod each (helm, promtool): a binary is stamped with the hash of the
-# go.sum it was built from, and rebuilt when go.sum changes while the version pin does not.
+# The tools built from one go.mod each (helm, promtool, krew): a binary is stamped with the hash
+# of the go.sum it was built from, and rebuilt when go.sum changes while the version pin does not.
 go_sum_hash() { sha256sum "$HERE/go.sum" | cut -d' ' -f1; }
 stamp_of() { echo "$(dirname "$1")/.go.sum.sha256"; }
 
