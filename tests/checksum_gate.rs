@@ -136,6 +136,24 @@ async fn damaged_chunks_are_found_and_copied_again() {
     for line in log.lines().filter(|l| l.contains("checksum")) {
         eprintln!("{line}");
     }
+    // The gate compares in chunks far larger than the copy's; one that differs is compared again
+    // in the copy's chunks, so only those holding damage are copied again: the chunk with ids 7
+    // and 14, the one that lost 2500, and the open last one with the extra row.
+    let rows_pattern = regex::Regex::new(r"rows=(\d+)").expect("regex");
+    let recopied: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("checksum: chunk copied again"))
+        .filter_map(|l| rows_pattern.captures(l)?.get(1)?.as_str().parse().ok())
+        .collect();
+    assert_eq!(
+        recopied.len(),
+        3,
+        "chunks copied again: {recopied:?}\n{log}"
+    );
+    assert!(
+        recopied.iter().all(|&rows| rows <= 500),
+        "a chunk copied again is larger than --chunk-size: {recopied:?}"
+    );
 
     let mut conn = schema.admin_config().connect().await.expect("admin");
     assert_eq!(

@@ -164,7 +164,7 @@ sign_client() { # sign_client <name> <subject>
 
 kubeconfig_for() { # kubeconfig_for <cert name> <user>
   local name=$1 user=$2
-  cat >"$NODE_DIR/$name.kubeconfig" <<EOF
+  write_file "$NODE_DIR/$name.kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -185,6 +185,20 @@ EOF
   chmod 600 "$NODE_DIR/$name.kubeconfig"
 }
 
+# write_file FILE <<EOF: replaces FILE only when its content changes, and then in one rename.
+# kube-proxy exits when its --config file changes under it ("content of the proxy server's
+# configuration file was updated"), so a `start` of a running node must not rewrite it, not even
+# with the same text (a truncating write shows it empty first).
+write_file() {
+  local tmp="$1.tmp.$$"
+  cat >"$tmp"
+  if cmp -s "$tmp" "$1"; then
+    rm -f "$tmp"
+  else
+    mv -f "$tmp" "$1"
+  fi
+}
+
 write_configs() {
   mkdir -p "$PKI" "$NODE_DIR/cni" "$NODE_DIR/cni-ipam" "$NODE_DIR/kubelet" "$NODE_DIR/containerd"
   chmod 700 "$PKI"
@@ -200,7 +214,7 @@ write_configs() {
   kubeconfig_for kube-proxy system:kube-proxy
   kubeconfig_for kube-scheduler system:kube-scheduler
 
-  cat >"$NODE_DIR/containerd/config.toml" <<EOF
+  write_file "$NODE_DIR/containerd/config.toml" <<EOF
 version = 2
 root = "$NODE_DIR/containerd/root"
 state = "$RUN_STATE/state"
@@ -228,7 +242,7 @@ disabled_plugins = ["io.containerd.internal.v1.tracing", "io.containerd.snapshot
     conf_dir = "$NODE_DIR/cni"
 EOF
 
-  cat >"$NODE_DIR/cni/10-ghost.conflist" <<EOF
+  write_file "$NODE_DIR/cni/10-ghost.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "ghost",
@@ -251,7 +265,7 @@ EOF
 }
 EOF
 
-  cat >"$NODE_DIR/kubelet/config.yaml" <<EOF
+  write_file "$NODE_DIR/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $BRIDGE_IP
@@ -281,7 +295,7 @@ podCIDR: $POD_CIDR
 maxPods: 60
 EOF
 
-  cat >"$NODE_DIR/kube-proxy.yaml" <<EOF
+  write_file "$NODE_DIR/kube-proxy.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables

@@ -179,19 +179,34 @@ pub async fn revert(
     match output {
         Some(Format::Name) => println!("{RESOURCE}/{}", created.name_any()),
         Some(format) => print_as(&created, format)?,
-        None => println!(
-            "{RESOURCE}/{} created: it swaps {} back in as {}.{}. Follow it with `kubectl ghost watch {} -n {}`",
-            created.name_any(),
-            created
+        None => {
+            println!(
+                "{RESOURCE}/{} created: it swaps {} back in as {}.{}. Follow it with `kubectl ghost watch {} -n {}`",
+                created.name_any(),
+                created
+                    .spec
+                    .revert
+                    .as_ref()
+                    .map_or("", |r| r.old_table.as_str()),
+                created.spec.connection.database,
+                created.spec.table,
+                created.name_any(),
+                target.namespace
+            );
+            // The revert keeps the original's settings, its postponed cut-over too.
+            if created
                 .spec
-                .revert
+                .cut_over
                 .as_ref()
-                .map_or("", |r| r.old_table.as_str()),
-            created.spec.connection.database,
-            created.spec.table,
-            created.name_any(),
-            target.namespace
-        ),
+                .is_some_and(|c| c.postpone == Some(true))
+            {
+                println!(
+                    "Its cut-over is postponed, as {name}'s spec says: run `kubectl ghost cut-over {} -n {}` when it is Postponed",
+                    created.name_any(),
+                    target.namespace
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -388,6 +388,10 @@ fn next_step(smig: &SchemaMigration, phase: MigrationPhase) -> String {
         .and_then(|s| s.progress.as_ref())
         .and_then(|p| p.kept_old_table.as_ref());
     match phase {
+        // Throttling holds the binlog apply too, postponed or not.
+        p if !p.is_terminal() && throttle_reason(smig).is_some() => {
+            format!("kubectl ghost unthrottle {at}")
+        }
         MigrationPhase::Postponed => format!("kubectl ghost cut-over {at}   (when you are ready)"),
         MigrationPhase::Succeeded if kept.is_some() => {
             format!("kubectl ghost revert {at}   (to undo it)")
@@ -396,7 +400,6 @@ fn next_step(smig: &SchemaMigration, phase: MigrationPhase) -> String {
             "nothing: it has ended".to_string()
         }
         MigrationPhase::Failed => format!("kubectl ghost logs {at}   (why it failed)"),
-        _ if throttle_reason(smig).is_some() => format!("kubectl ghost unthrottle {at}"),
         _ => format!("kubectl ghost watch {at}"),
     }
 }

@@ -83,13 +83,16 @@ fn row_of<'a>(list: &'a str, name: &str) -> &'a str {
 pub async fn plugin(cluster: &Cluster, stack: &Stack) {
     const J: &str = "kubectl-ghost";
     let plugin = Plugin::install(cluster);
-    let mut table = Table::create("k8s_plugin", 5_000).await;
+    // Slow, and postponed until `cut-over`: every step below sees it running, however long a
+    // loaded machine takes to start a browser.
+    let mut table = Table::create("k8s_plugin", 20_000).await;
     let manifest = Manifest::new(
         "plugin",
         table.database(),
         "ADD COLUMN extra INT NOT NULL DEFAULT 3",
     )
-    .slow();
+    .slow()
+    .with_spec("  cutOver:\n    postpone: true\n");
     let name = manifest.name.as_str();
     apply(cluster, &manifest).await;
     wait_copying(stack, name).await;
@@ -161,8 +164,11 @@ pub async fn plugin(cluster: &Cluster, stack: &Stack) {
     wait_throttled(stack, name).await;
     let status = plugin.ghost(&["status", name]).await;
     eprintln!("kubectl ghost status {name}:\n{status}");
+    assert!(
+        status.contains("Phase:       Copying") || status.contains("Phase:       Postponed"),
+        "{status}"
+    );
     for expected in [
-        "Phase:       Copying",
         "State: throttled,",
         "throttle=true (annotation)",
         "Conditions:",
@@ -265,6 +271,13 @@ pub async fn plugin(cluster: &Cluster, stack: &Stack) {
     cluster
         .kubectl(&["-n", NAMESPACE, "label", "smig", &revert, &label], None)
         .await;
+    // It keeps the spec's postponed cut-over, and says so.
+    assert!(
+        out.contains(&format!("kubectl ghost cut-over {revert}")),
+        "{out}"
+    );
+    stack.wait_phase(&revert, "Postponed", PHASE_TIMEOUT).await;
+    plugin.ghost(&["cut-over", &revert]).await;
     stack.wait_phase(&revert, "Succeeded", PHASE_TIMEOUT).await;
     let columns = table.columns().await;
     assert!(

@@ -2,7 +2,7 @@
 //! compare every chunk, copy the differing chunks again, and check those again at a new point.
 //! Binlog changes keep being applied between chunks, so the backlog does not grow meanwhile.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mysql_async::{Conn, prelude::Queryable};
 use tracing::{info, warn};
@@ -10,14 +10,35 @@ use tracing::{info, warn};
 use super::row_copy::ChunkAttempts;
 use super::{Live, Run, Wait};
 use crate::engine::checksum::{ChecksumPlan, KeyRange};
+use crate::engine::chunk_size::ChunkSizer;
+use crate::engine::copier::KeyTuple;
 use crate::engine::error::{EngineError, Result, SqlContext};
 use crate::engine::progress::Phase;
 use crate::sql::qualified;
+
+/// What a checksum chunk of the whole-table walk aims to take: long enough that the per-chunk
+/// round trips vanish, short enough that binlog changes are applied often.
+const CHUNK_TIME: Duration = Duration::from_millis(200);
 
 /// Rounds of compare → copy again → compare before the migration fails.
 const MAX_ROUNDS: u32 = 3;
 /// Attempts at the brief read lock that takes a consistent point.
 const LOCK_ATTEMPTS: u32 = 5;
+
+/// A span of the table to walk, and the key range the snapshot holds.
+struct Walk<'a> {
+    span: KeyRange,
+    min: &'a KeyTuple,
+    max: &'a KeyTuple,
+}
+
+/// How a walk sizes its chunks.
+enum Sizing {
+    /// Toward `CHUNK_TIME`, from the copy's chunk-size.
+    Adaptive(ChunkSizer),
+    /// The copy's chunk-size.
+    Fixed,
+}
 
 /// Two read views of one consistent point: the original's chunks are digested on one while the
 /// ghost's are on the other.
@@ -177,7 +198,7 @@ impl Run {
             }
             return Ok(differing);
         }
-        // The whole table, in the copy's chunks read inside the snapshot; the ends are open.
+        // The whole table, read inside the snapshot; the ends are open.
         let Some((min, max)) = live.copier.key_range(snapshot).await? else {
             let (source, ghost) = plan.compare(snapshot, ghost, &KeyRange::ALL).await?;
             if source != ghost {
@@ -185,28 +206,88 @@ impl Run {
             }
             return Ok(differing);
         };
-        let mut after: Option<Vec<mysql_async::Value>> = None;
+        let copy_chunk = self.controls.borrow().chunk_size;
+        let walk = Walk {
+            span: KeyRange::ALL,
+            min: &min,
+            max: &max,
+        };
+        let mut sizing = Sizing::Adaptive(ChunkSizer::new(Some(CHUNK_TIME), copy_chunk));
+        self.walk(live, plan, snapshot, ghost, &walk, &mut sizing, &mut check)
+            .await
+    }
+
+    /// Compares `walk.span` chunk by chunk. Chunks follow `sizing`: the whole-table walk grows
+    /// them toward `CHUNK_TIME` (a fixed copy-sized chunk cost a round trip and a key lookup per
+    /// thousand rows, most of the gate's time), and a chunk that differs is walked again in
+    /// copy-sized chunks, so only those are copied again.
+    #[allow(clippy::too_many_arguments)]
+    async fn walk(
+        &mut self,
+        live: &mut Live,
+        plan: &ChecksumPlan,
+        snapshot: &mut Conn,
+        ghost: &mut Conn,
+        walk: &Walk<'_>,
+        sizing: &mut Sizing,
+        report: &mut (dyn FnMut(&mut Self, u64) + Send),
+    ) -> Result<Vec<KeyRange>> {
+        let mut differing = Vec::new();
+        let bound = walk.span.through.as_ref().unwrap_or(walk.max);
+        let mut after = walk.span.after.clone();
         loop {
             self.between_chunks(live).await?;
-            let chunk_size = self.controls.borrow().chunk_size;
+            let copy_chunk = self.controls.borrow().chunk_size;
+            let rows = match sizing {
+                Sizing::Adaptive(sizer) => sizer.next(copy_chunk),
+                Sizing::Fixed => copy_chunk,
+            };
             let (lower, first) = match &after {
                 Some(key) => (key.clone(), false),
-                None => (min.clone(), true),
+                None => (walk.min.clone(), true),
             };
             let end = live
                 .copier
-                .next_chunk_end(snapshot, &lower, first, &max, chunk_size)
+                .next_chunk_end(snapshot, &lower, first, bound, rows)
                 .await?;
-            let last = end.as_ref().is_none_or(|end| *end == max);
+            let last = end.as_ref().is_none_or(|end| end == bound);
             let range = KeyRange {
                 after: after.clone(),
-                through: if last { None } else { end.clone() },
+                through: if last {
+                    walk.span.through.clone()
+                } else {
+                    end.clone()
+                },
             };
-            let (source, ghost) = plan.compare(snapshot, ghost, &range).await?;
-            if source != ghost {
-                differing.push(range);
+            let started = Instant::now();
+            let (source, ghost_digest) = plan.compare(snapshot, ghost, &range).await?;
+            if let Sizing::Adaptive(sizer) = sizing {
+                sizer.observe(started.elapsed());
             }
-            check(self, source.rows);
+            if source != ghost_digest {
+                let narrow = matches!(sizing, Sizing::Adaptive(_))
+                    && source.rows.max(ghost_digest.rows) > copy_chunk;
+                if narrow {
+                    let inner = Walk {
+                        span: range,
+                        ..*walk
+                    };
+                    let found = Box::pin(self.walk(
+                        live,
+                        plan,
+                        snapshot,
+                        ghost,
+                        &inner,
+                        &mut Sizing::Fixed,
+                        &mut |_: &mut Self, _| {},
+                    ))
+                    .await?;
+                    differing.extend(found);
+                } else {
+                    differing.push(range);
+                }
+            }
+            report(self, source.rows);
             if last {
                 return Ok(differing);
             }
