@@ -516,3 +516,64 @@ async fn http_token_and_sql_controls() {
     assert_eq!(plane.controls.borrow().chunk_size, 777);
     server.abort();
 }
+
+/// The live page's server side: `/` is the page (no other site may frame it), `/api/events`
+/// pushes the status at once, and a browser request from another site is refused while the
+/// page's own (same origin) and non-browser clients (no Origin) are served.
+#[tokio::test]
+async fn the_page_its_events_and_requests_from_other_sites() {
+    let h = Harness::start().await;
+    let client = reqwest::Client::new();
+
+    let page = client.get(h.http_url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(page.text().await.unwrap().contains("api/events"));
+
+    let mut events = client.get(h.http_url("/api/events")).send().await.unwrap();
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    let first = tokio::time::timeout(Duration::from_secs(5), events.chunk())
+        .await
+        .expect("an event at once")
+        .unwrap()
+        .unwrap();
+    let first = String::from_utf8_lossy(&first).into_owned();
+    assert!(first.starts_with("event: status\ndata: {"), "{first}");
+    assert!(first.contains("\"rowsCopied\":250"), "{first}");
+    drop(events);
+
+    let evil = client
+        .post(h.http_url("/api/throttle"))
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil.status(), 403);
+    assert!(
+        !h.controls().throttle,
+        "another site throttled the migration"
+    );
+
+    let own_origin = format!("http://127.0.0.1:{}", h.http_port);
+    let own = client
+        .post(h.http_url("/api/throttle"))
+        .header("Origin", own_origin.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status(), 200);
+    assert!(h.controls().throttle);
+    let plain = client
+        .post(h.http_url("/api/no-throttle"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(plain.status(), 200);
+    assert!(!h.controls().throttle);
+}

@@ -193,22 +193,45 @@ pub async fn revert(
                 created.name_any(),
                 target.namespace
             );
-            // The revert keeps the original's settings, its postponed cut-over too.
-            if created
-                .spec
-                .cut_over
-                .as_ref()
-                .is_some_and(|c| c.postpone == Some(true))
-            {
-                println!(
-                    "Its cut-over is postponed, as {name}'s spec says: run `kubectl ghost cut-over {} -n {}` when it is Postponed",
-                    created.name_any(),
-                    target.namespace
-                );
+            for hold in inherited_holds(&created) {
+                println!("{hold}");
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the revert inherits from the original's spec that holds it back, each with the command
+/// that releases it (the original's annotations, which may have released it, are not copied).
+pub fn inherited_holds(revert: &SchemaMigration) -> Vec<String> {
+    let at = format!(
+        "{} -n {}",
+        revert.name_any(),
+        revert.namespace().unwrap_or_default()
+    );
+    let spec = &revert.spec;
+    let mut holds = Vec::new();
+    if spec
+        .cut_over
+        .as_ref()
+        .is_some_and(|c| c.postpone == Some(true))
+    {
+        holds.push(format!(
+            "Its cut-over is postponed, as the original's spec says: run `kubectl ghost cut-over \
+             {at}` when it is Postponed"
+        ));
+    }
+    if spec
+        .throttle
+        .as_ref()
+        .is_some_and(|t| t.paused == Some(true))
+    {
+        holds.push(format!(
+            "It starts throttled, as the original's spec says (spec.throttle.paused): run \
+             `kubectl ghost unthrottle {at}`"
+        ));
+    }
+    holds
 }
 
 /// The revert of a finished migration: its connection and settings, `revert.oldTable` from
@@ -299,6 +322,28 @@ mod tests {
         running.status.as_mut().unwrap().phase = Some(MigrationPhase::Copying);
         let err = revert_of(&running, None).unwrap_err().to_string();
         assert!(err.contains("it is Copying"), "{err}");
+    }
+
+    #[test]
+    fn the_revert_says_what_holds_it_back() {
+        let mut smig = finished(Some("_users_del"));
+        assert!(inherited_holds(&smig).is_empty());
+        smig.spec = serde_json::from_value(json!({
+            "connection": {"host": "db", "database": "shop", "credentialsSecretRef": {"name": "db"}},
+            "table": "users", "alter": "ADD COLUMN age INT",
+            "cutOver": {"postpone": true}, "throttle": {"paused": true}
+        }))
+        .unwrap();
+        let holds = inherited_holds(&revert_of(&smig, None).unwrap());
+        assert_eq!(holds.len(), 2, "{holds:?}");
+        assert!(
+            holds[0].contains("`kubectl ghost cut-over add-age-revert -n shop`"),
+            "{holds:?}"
+        );
+        assert!(
+            holds[1].contains("`kubectl ghost unthrottle add-age-revert -n shop`"),
+            "{holds:?}"
+        );
     }
 
     #[test]

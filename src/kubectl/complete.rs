@@ -12,6 +12,8 @@ use kube::config::Kubeconfig;
 use super::{GlobalArgs, Target};
 
 pub const COMMAND: &str = "__complete";
+/// How long a completion may wait for the API server.
+const LOOKUP_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Cobra's ShellCompDirectiveNoFileComp: never fall back to file names.
 const NO_FILES: u8 = 4;
 
@@ -148,7 +150,7 @@ fn names(namespaces: bool, global: &GlobalArgs) -> Vec<String> {
     else {
         return Vec::new();
     };
-    runtime.block_on(async {
+    let lookup = async {
         let Ok(target) = Target::connect(global).await else {
             return Vec::new();
         };
@@ -167,7 +169,11 @@ fn names(namespaces: bool, global: &GlobalArgs) -> Vec<String> {
             .await
             .map(|l| l.items.iter().map(ResourceExt::name_any).collect())
             .unwrap_or_default()
-    })
+    };
+    // A TAB must not hang the shell on a cluster that does not answer.
+    runtime
+        .block_on(async { tokio::time::timeout(LOOKUP_LIMIT, lookup).await })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

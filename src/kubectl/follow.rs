@@ -32,10 +32,13 @@ pub async fn watch(target: &Target, name: &str) -> Result<ExitCode, PluginError>
         .default_backoff()
         .boxed();
     let mut warned = false;
+    // A relist after an outage says nothing of an object deleted meanwhile: seen in none of it.
+    let mut seen_since_init = true;
     loop {
         match events.next().await {
             Some(Ok(watcher::Event::Apply(smig) | watcher::Event::InitApply(smig))) => {
                 warned = false;
+                seen_since_init = true;
                 view.show(&smig);
                 if phase_of(&smig).is_terminal() {
                     return Ok(view.finish(&smig));
@@ -47,7 +50,14 @@ pub async fn watch(target: &Target, name: &str) -> Result<ExitCode, PluginError>
                     "{name} was deleted while watching it"
                 )));
             }
-            Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => {}
+            Some(Ok(watcher::Event::Init)) => seen_since_init = false,
+            Some(Ok(watcher::Event::InitDone)) if !seen_since_init => {
+                view.abandon();
+                return Err(PluginError::Refused(format!(
+                    "{name} was deleted while watching it"
+                )));
+            }
+            Some(Ok(watcher::Event::InitDone)) => {}
             // The watcher retries with backoff; say so once per outage.
             Some(Err(e)) => {
                 if !warned {

@@ -64,7 +64,11 @@ pub async fn status(
         Some(Format::Name) => println!("{RESOURCE}/{}", smig.name_any()),
         Some(format) => print_as(&smig, format)?,
         None => {
-            let events = events_of(target, name).await?;
+            // Like kubectl describe: a page without Events beats no page (a role may not list them).
+            let events = events_of(target, name).await.unwrap_or_else(|e| {
+                eprintln!("warning: {e}");
+                Vec::new()
+            });
             print!("{}", status_page(&smig, &events, Timestamp::now()));
         }
     }

@@ -14,7 +14,7 @@ use tracing::warn;
 use super::finalizer::TableCleaner;
 use super::job::EngineDefaults;
 use super::metrics::Metrics;
-use super::next_step::with_next_step;
+use super::next_step::with_next_step_within;
 use super::queue::Entry;
 use super::reconcile::{DELETION_SETTLE, MAX_NOTE_BYTES, REPORTER, truncate};
 use crate::api::SchemaMigration;
@@ -203,10 +203,11 @@ impl Context {
     /// fails the reconcile.
     pub(crate) async fn publish(&self, smig: &SchemaMigration, planned: PlannedEvent) {
         let note = match planned.type_ {
-            EventType::Warning => with_next_step(&planned.note, planned.reason, smig),
-            EventType::Normal => planned.note.clone(),
+            EventType::Warning => {
+                with_next_step_within(&planned.note, planned.reason, smig, MAX_NOTE_BYTES)
+            }
+            EventType::Normal => truncate(&planned.note, MAX_NOTE_BYTES),
         };
-        let note = truncate(&note, MAX_NOTE_BYTES);
         let recorder = {
             let mut recorders = self
                 .recorders

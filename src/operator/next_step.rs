@@ -5,6 +5,7 @@
 use kube::ResourceExt;
 
 use super::job::migration_selector;
+use super::reconcile::truncate;
 
 use crate::api::SchemaMigration;
 use crate::engine::names::TableNames;
@@ -109,6 +110,24 @@ pub fn with_next_step(message: &str, reason: &str, smig: &SchemaMigration) -> St
     }
 }
 
+/// `with_next_step` within `max` bytes: the message is cut, never the command after it.
+pub fn with_next_step_within(
+    message: &str,
+    reason: &str,
+    smig: &SchemaMigration,
+    max: usize,
+) -> String {
+    match next_command(reason, smig).filter(|_| !names_a_command(message)) {
+        Some(command) => {
+            let suffix = format!(". Next: {command}");
+            let room = max.saturating_sub(suffix.len());
+            let base = truncate(message.trim_end_matches('.'), room);
+            truncate(&format!("{base}{suffix}"), max)
+        }
+        None => truncate(message, max),
+    }
+}
+
 fn names_a_command(message: &str) -> bool {
     message.contains("kubectl ") || message.contains("DROP TABLE") || message.contains("helm ")
 }
@@ -141,6 +160,21 @@ mod tests {
             assert!(names_a_command(&message), "{reason}: {message}");
         }
         assert_eq!(next_command("Copying", &smig()), None);
+    }
+
+    #[test]
+    fn a_long_message_is_cut_before_its_command() {
+        let long = "x".repeat(5000);
+        let note = with_next_step_within(&long, "Failed", &smig(), 1000);
+        assert!(note.len() <= 1000, "{}", note.len());
+        assert!(
+            note.ends_with("(a finished SchemaMigration never runs again)"),
+            "{note}"
+        );
+        assert!(
+            note.contains("…. Next: `kubectl ghost logs add-age -n shop`"),
+            "{note}"
+        );
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! The operator's read-only page on its admin port: `/` (one HTML file built into the binary)
 //! and `/api/migrations`, every SchemaMigration in the controller's cache with its progress.
-//! Changes go through `kubectl ghost` or annotations, never through this port.
+//! Changes go through `kubectl ghost` or annotations, never through this port. The port is the
+//! one Prometheus scrapes, reachable without Kubernetes RBAC, so the page shows what the metrics
+//! already show (names, phases, figures) and not the messages: a failure's message may quote
+//! row data (a duplicate key's value). `kubectl ghost status` shows them, under RBAC.
 
 use std::sync::Arc;
 
@@ -37,7 +40,6 @@ pub struct MigrationRow {
     pub database: String,
     pub table: String,
     pub phase: Option<MigrationPhase>,
-    pub message: Option<String>,
     pub percent: Option<f64>,
     pub rows_copied: Option<i64>,
     pub rows_estimate: Option<i64>,
@@ -66,7 +68,6 @@ impl MigrationRow {
             database: smig.spec.connection.database.clone(),
             table: smig.spec.table.clone(),
             phase: status.and_then(|s| s.phase),
-            message: status.and_then(|s| s.message.clone()),
             percent: progress.and_then(|p| p.percent),
             rows_copied: progress.and_then(|p| p.rows_copied),
             rows_estimate: progress.and_then(|p| p.rows_estimate),
@@ -111,6 +112,7 @@ mod tests {
                                     "credentialsSecretRef": {"name": "db"}},
                      "table": "users", "alter": "ADD COLUMN age INT"},
             "status": {"phase": "Copying", "startTime": "2026-12-06T10:00:00Z",
+                       "message": "Duplicate entry 'alice@example.com' for key 'email'",
                        "progress": {"percent": 20.0, "rowsPerSecond": 812.5,
                                     "throttle": {"active": true, "reason": "commanded by user"}}}
         }))
@@ -124,5 +126,6 @@ mod tests {
         assert_eq!(row["throttleReason"], "commanded by user");
         assert_eq!(row["startTime"], "2026-12-06T10:00:00Z");
         assert!(row["etaSeconds"].is_null());
+        assert!(row.get("message").is_none(), "messages may quote row data");
     }
 }

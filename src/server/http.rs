@@ -10,10 +10,14 @@
 //!
 //! Answers to actions are `{"ok": bool, "message": "..."}`; refusals use 4xx codes.
 //!
-//! Access ([`HttpAccess`]): with a token, every endpoint but `/healthz` wants
+//! - `GET  /` and `/api/events`: the live page and its server-sent events (`page`).
+//!
+//! Access ([`HttpAccess`]): with a token, every endpoint but `/healthz` and the page itself wants
 //! `Authorization: Bearer <token>` (compared in constant time); `ghost migrate` requires one for
 //! any address that is not loopback. `throttleQuery` (SQL run on the primary with ghost's
-//! grants) cannot be set over HTTP unless allowed.
+//! grants) cannot be set over HTTP unless allowed. A browser's request from another site (its
+//! `Origin` names another host than `Host`) is refused, so a page elsewhere cannot steer a
+//! migration through a browser that has this one open.
 
 use std::io;
 use std::net::SocketAddr;
@@ -217,6 +221,32 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
         == 0
 }
 
+/// Browsers send `Origin` with every cross-site POST, PUT and fetch; curl and `ghost ctl` send
+/// none. A request whose origin is not this server's own is refused.
+async fn same_origin_only(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if let Some(origin) = origin
+        && !same_origin(origin, host)
+    {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"ok": false, "message": format!("a request from {origin} (another site) is refused: use this server's own page, ghost ctl or curl")})),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// `Origin: http://HOST[:PORT]` names the server the request went to.
+fn same_origin(origin: &str, host: Option<&str>) -> bool {
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+}
+
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let Some(token) = state.access.token.as_deref() else {
         return next.run(request).await;
@@ -261,6 +291,7 @@ pub fn router_with(plane: ControlPlane, access: HttpAccess) -> Router {
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn(same_origin_only))
         .with_state(state)
 }
 
@@ -611,6 +642,19 @@ mod tests {
         apply_patch(&plane, br#"{"postponeCutOver": false, "table": "users"}"#).unwrap();
         let c = plane.controls_snapshot();
         assert!(!c.postpone_cut_over && c.cut_over_requested);
+    }
+
+    #[test]
+    fn origins_of_other_sites_are_not_this_server() {
+        assert!(same_origin("http://127.0.0.1:8080", Some("127.0.0.1:8080")));
+        assert!(same_origin("http://LOCALHOST:8080", Some("localhost:8080")));
+        assert!(!same_origin("http://evil.example", Some("127.0.0.1:8080")));
+        assert!(!same_origin(
+            "http://127.0.0.1:9999",
+            Some("127.0.0.1:8080")
+        ));
+        assert!(!same_origin("null", Some("127.0.0.1:8080")));
+        assert!(!same_origin("http://127.0.0.1:8080", None));
     }
 
     #[test]

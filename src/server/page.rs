@@ -31,6 +31,9 @@ pub async fn page() -> Response {
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
+            // No other site may frame the page to trick a click on its buttons.
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
         ],
         PAGE,
     )
@@ -71,8 +74,14 @@ impl Drop for OpenStream {
 /// event stream has ended, for at most `limit`.
 pub async fn let_pages_see_the_end(plane: &ControlPlane, limit: Duration) {
     let deadline = Instant::now() + limit;
+    let mut waited = false;
     while plane.page_streams.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        waited = true;
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A stream ends when its last event is handed to the connection, not when it is sent.
+    if waited {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

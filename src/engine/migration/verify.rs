@@ -269,7 +269,7 @@ impl Run {
                     && source.rows.max(ghost_digest.rows) > copy_chunk;
                 if narrow {
                     let inner = Walk {
-                        span: range,
+                        span: range.clone(),
                         ..*walk
                     };
                     let found = Box::pin(self.walk(
@@ -282,7 +282,16 @@ impl Run {
                         &mut |_: &mut Self, _| {},
                     ))
                     .await?;
-                    differing.extend(found);
+                    if found.is_empty() {
+                        // The parts matched though the whole did not: never let that pass.
+                        warn!(
+                            ?range,
+                            "checksum: a chunk differs but none of its parts does"
+                        );
+                        differing.push(range);
+                    } else {
+                        differing.extend(found);
+                    }
                 } else {
                     differing.push(range);
                 }
