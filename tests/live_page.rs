@@ -85,10 +85,7 @@ async fn the_live_page_shows_progress_and_its_buttons_steer_the_migration() {
     .await
     .expect("seed");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = common::browser::free_port();
     let log = std::env::temp_dir().join(format!("ghost-livepage-{port}.log"));
     let mut args = vec!["migrate".to_string()];
     args.extend(common::migrate_args(

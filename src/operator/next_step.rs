@@ -101,13 +101,7 @@ fn drop_statement(smig: &SchemaMigration) -> String {
 
 /// `message`, followed by the next command unless it already names one.
 pub fn with_next_step(message: &str, reason: &str, smig: &SchemaMigration) -> String {
-    if names_a_command(message) {
-        return message.to_string();
-    }
-    match next_command(reason, smig) {
-        Some(command) => format!("{}. Next: {command}", message.trim_end_matches('.')),
-        None => message.to_string(),
-    }
+    with_next_step_within(message, reason, smig, usize::MAX)
 }
 
 /// `with_next_step` within `max` bytes: the message is cut, never the command after it.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use kube::ResourceExt;
 use serde::Serialize;
@@ -21,14 +21,7 @@ use crate::api::{MigrationPhase, SchemaMigration};
 const PAGE: &str = include_str!("page/index.html");
 
 pub async fn page() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        PAGE,
-    )
-        .into_response()
+    crate::server::page::html(PAGE)
 }
 
 /// One row of the page.

@@ -27,6 +27,11 @@ const MIN_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_INTERVAL: Duration = Duration::from_secs(5);
 
 pub async fn page() -> Response {
+    html(PAGE)
+}
+
+/// A page built into the binary, as both servers answer `/`.
+pub fn html(page: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -35,7 +40,7 @@ pub async fn page() -> Response {
             (header::X_FRAME_OPTIONS, "DENY"),
             (header::CONTENT_SECURITY_POLICY, "frame-ancestors 'none'"),
         ],
-        PAGE,
+        page,
     )
         .into_response()
 }

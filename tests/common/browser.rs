@@ -30,7 +30,8 @@ pub struct Browser {
     profile: PathBuf,
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now, on 127.0.0.1.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
