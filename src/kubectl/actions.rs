@@ -9,7 +9,7 @@ use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use super::view::{RESOURCE, phase_of};
-use super::{Format, PluginError, Target, print_as};
+use super::{Format, PluginError, Target, print_migration};
 use crate::api::controls::{PANIC, POSTPONE_CUT_OVER, THROTTLE};
 use crate::api::types::RevertSpec;
 use crate::api::{MigrationPhase, SchemaMigration, SchemaMigrationSpec};
@@ -166,7 +166,7 @@ pub async fn revert(
     let smig = target.migration(name).await?;
     let revert = revert_of(&smig, new_name)?;
     if dry_run {
-        print_as(&revert, output.unwrap_or(Format::Yaml))?;
+        print_migration(&revert, output.unwrap_or(Format::Yaml))?;
         return Ok(ExitCode::SUCCESS);
     }
     let created = target
@@ -177,8 +177,7 @@ pub async fn revert(
             PluginError::api(format!("cannot create the revert {}", revert.name_any()), e)
         })?;
     match output {
-        Some(Format::Name) => println!("{RESOURCE}/{}", created.name_any()),
-        Some(format) => print_as(&created, format)?,
+        Some(format) => print_migration(&created, format)?,
         None => {
             println!(
                 "{RESOURCE}/{} created: it swaps {} back in as {}.{}. Follow it with `kubectl ghost watch {} -n {}`",

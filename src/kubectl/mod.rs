@@ -228,6 +228,17 @@ async fn dispatch(parsed: PluginArgs) -> Result<ExitCode, PluginError> {
     }
 }
 
+/// Prints one SchemaMigration as JSON, YAML or `schemamigration.ghost.dev/NAME`.
+fn print_migration(smig: &crate::api::SchemaMigration, format: Format) -> Result<(), PluginError> {
+    match format {
+        Format::Name => {
+            println!("{}/{}", view::RESOURCE, kube::ResourceExt::name_any(smig));
+            Ok(())
+        }
+        format => print_as(smig, format),
+    }
+}
+
 /// Prints `value` as JSON or YAML.
 fn print_as<T: serde::Serialize>(value: &T, format: Format) -> Result<(), PluginError> {
     let text = match format {

@@ -8,7 +8,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 
-use super::{Format, PluginError, Target, print_as};
+use super::{Format, PluginError, Target, print_as, print_migration};
 use crate::api::{MigrationPhase, SchemaMigration};
 use crate::engine::progress::go_duration;
 
@@ -61,8 +61,7 @@ pub async fn status(
 ) -> Result<ExitCode, PluginError> {
     let smig = target.migration(name).await?;
     match output {
-        Some(Format::Name) => println!("{RESOURCE}/{}", smig.name_any()),
-        Some(format) => print_as(&smig, format)?,
+        Some(format) => print_migration(&smig, format)?,
         None => {
             // Like kubectl describe: a page without Events beats no page (a role may not list them).
             let events = events_of(target, name).await.unwrap_or_else(|e| {

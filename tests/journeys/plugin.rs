@@ -257,6 +257,13 @@ pub async fn plugin(cluster: &Cluster, stack: &Stack) {
         "{}",
         out.stderr
     );
+    let named = plugin
+        .ghost(&["revert", name, "--dry-run", "-o", "name"])
+        .await;
+    assert_eq!(
+        named.trim(),
+        format!("schemamigration.ghost.dev/{name}-revert")
+    );
     let dry = plugin.ghost(&["revert", name, "--dry-run"]).await;
     assert!(
         dry.contains("revert:") && dry.contains("oldTable: _"),
