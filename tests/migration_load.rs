@@ -86,11 +86,23 @@ fn postponed_under_load(
     cfg: MigrationConfig,
     chunk_size: u64,
 ) -> UnderLoad {
-    let (controls_tx, controls_rx) = watch::channel(Controls {
-        chunk_size,
-        postpone_cut_over: true,
-        ..Controls::default()
-    });
+    postponed_under_load_with(
+        schema,
+        cfg,
+        Controls {
+            chunk_size,
+            postpone_cut_over: true,
+            ..Controls::default()
+        },
+    )
+}
+
+fn postponed_under_load_with(
+    schema: &common::TestSchema,
+    cfg: MigrationConfig,
+    controls: Controls,
+) -> UnderLoad {
+    let (controls_tx, controls_rx) = watch::channel(controls);
     let (progress_tx, progress_rx) = watch::channel(Progress::default());
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(mixed_writer(schema.reference(), stop.clone()));
@@ -128,6 +140,16 @@ async fn postponed_after_copy_under_load(
 /// Stops the writer, lets the postponed migration cut over, and returns its last progress and
 /// the writes made.
 async fn stop_writer_and_cut_over(under_load: UnderLoad) -> (Progress, u64) {
+    let (progress, writes, _) = stop_writer_compare_and_cut_over(under_load, None).await;
+    (progress, writes)
+}
+
+/// As `stop_writer_and_cut_over`; with `admin`, first checks that both tables hold the same
+/// rows once the backlog is applied, and returns them too.
+async fn stop_writer_compare_and_cut_over(
+    under_load: UnderLoad,
+    admin: Option<&mut Conn>,
+) -> (Progress, u64, Vec<Row>) {
     let UnderLoad {
         controls_tx,
         progress_rx,
@@ -137,11 +159,15 @@ async fn stop_writer_and_cut_over(under_load: UnderLoad) -> (Progress, u64) {
     } = under_load;
     stop.store(true, Ordering::Relaxed);
     let writes = writer.await.expect("writer");
+    let original = match admin {
+        Some(admin) => backlog_applied_and_tables_equal(admin, &progress_rx).await,
+        None => Vec::new(),
+    };
     controls_tx.send_modify(|c| c.postpone_cut_over = false);
     let outcome = migration.await.expect("task").expect("migration");
     assert!(matches!(outcome, Outcome::Migrated { .. }), "{outcome:?}");
     let progress = progress_rx.borrow().clone();
-    (progress, writes)
+    (progress, writes, original)
 }
 
 async fn rows(conn: &mut Conn, table: &str, columns: &str) -> Vec<Row> {
@@ -472,6 +498,47 @@ async fn chunks_grow_toward_the_target_chunk_time() {
         "chunks did not grow from 10: largest {largest}"
     );
     assert_eq!(p.chunks_recopied, 0, "the checksum found differences");
+}
+
+/// The checksum during the copy, under the mixed writer (key moves and deletes included): chunks
+/// found equal at its consistent points stay so only until a change reaches them, so the gate
+/// finds nothing to copy again and both tables end equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checksum_during_the_copy_under_mixed_load() {
+    let schema = common::TestSchema::create("early").await;
+    let mut admin = schema.admin_config().connect().await.expect("admin");
+    create_table(&mut admin, 20_000).await;
+    let cfg = config(&schema.name, "ADD COLUMN e INT NOT NULL DEFAULT 7");
+    // Fixed chunks and a pause after each: the copy lasts several of the checksum's points.
+    let controls = Controls {
+        chunk_size: 200,
+        postpone_cut_over: true,
+        nice_ratio: 10.0,
+        ..Controls::default()
+    };
+    let mut under_load = postponed_under_load_with(&schema, cfg, controls);
+    wait_phase(
+        &mut under_load.progress_rx,
+        Phase::Postponed,
+        Duration::from_secs(120),
+    )
+    .await;
+    let verified = under_load.progress_rx.borrow().chunks_verified_during_copy;
+    assert!(
+        verified > 0,
+        "no chunk was compared during the copy: the test shows nothing"
+    );
+    let (p, writes, original) =
+        stop_writer_compare_and_cut_over(under_load, Some(&mut admin)).await;
+    eprintln!(
+        "checksum during the copy: {verified} chunks found equal during the copy, {writes} writes, \
+         {} events applied, checksum passes {}, chunks copied again {}",
+        p.events_applied, p.checksum_passes, p.chunks_recopied
+    );
+    assert_eq!(p.checksum_passes, 1);
+    assert_eq!(p.chunks_recopied, 0, "the checksum found differences");
+    let after = rows(&mut admin, "t", "id, a, b, c, d").await;
+    assert_eq!(after.len(), original.len(), "rows after the cut-over");
 }
 
 /// Four copy workers under the mixed writer: the ghost table ends equal (the checksum gate finds

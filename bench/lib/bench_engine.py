@@ -20,6 +20,7 @@ from bench_db import DATABASE, TABLE, BenchError
 # know are left out (and listed in results.json).
 SPEED_OPTIONS_OFF = {
     "checksum": "false",
+    "checksum-during-copy": "false",
     "defer-secondary-indexes": "false",
     "skip-uncopied-changes": "false",
     "coalesce-changes": "false",

@@ -470,11 +470,19 @@ pub struct VerifySpec {
     /// mismatched chunks are copied again.
     #[serde(default = "default_true")]
     pub checksum: bool,
+    /// With the checksum on: compare the chunks copied so far at brief consistent points during
+    /// the copy, so the check before the swap compares only what changed since (single integer
+    /// key, one copier). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub during_copy: Option<bool>,
 }
 
 impl Default for VerifySpec {
     fn default() -> Self {
-        Self { checksum: true }
+        Self {
+            checksum: true,
+            during_copy: None,
+        }
     }
 }
 

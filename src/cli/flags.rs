@@ -239,6 +239,7 @@ pub static FLAGS: &[FlagDef] = &[
     ghost("webhook", LIST, "", "URL notified of migration events; repeatable"),
     ghost("webhook-secret", STR, "", "secret that signs webhook payloads"),
     ghost("checksum", BOOL, "true", "compare both tables chunk by chunk before the cut-over; chunks that differ are copied again"),
+    ghost("checksum-during-copy", BOOL, "true", "with --checksum: compare the chunks copied so far at brief consistent points during the copy, so the gate before the cut-over compares only what changed since (single integer key, one copier)"),
     ghost("defer-secondary-indexes", BOOL, "true", "copy into the ghost table without its plain secondary indexes and build them online after the row copy"),
     ghost("skip-uncopied-changes", BOOL, "false", "leave binlog changes to rows the copy has not reached yet to the copy (single integer key, one copier; experimental)"),
     ghost("coalesce-changes", BOOL, "true", "write each batch of binlog changes as each row's last image, in multi-row statements (when every new unique key is enforced by the original)"),
@@ -390,6 +391,7 @@ pub struct MigrateFlags {
     pub checksum: bool,
     pub defer_secondary_indexes: bool,
     pub skip_uncopied_changes: bool,
+    pub checksum_during_copy: bool,
     pub coalesce_changes: bool,
     pub target_chunk_time_millis: u32,
     pub copy_threads: u32,
@@ -520,6 +522,7 @@ impl Default for MigrateFlags {
             checksum: true,
             defer_secondary_indexes: true,
             skip_uncopied_changes: false,
+            checksum_during_copy: true,
             coalesce_changes: true,
             target_chunk_time_millis: 250,
             copy_threads: 1,
@@ -923,6 +926,7 @@ impl MigrateFlags {
             "checksum" => self.checksum = v.boolean()?,
             "defer-secondary-indexes" => self.defer_secondary_indexes = v.boolean()?,
             "skip-uncopied-changes" => self.skip_uncopied_changes = v.boolean()?,
+            "checksum-during-copy" => self.checksum_during_copy = v.boolean()?,
             "coalesce-changes" => self.coalesce_changes = v.boolean()?,
             "target-chunk-time-millis" => self.target_chunk_time_millis = v.uint32()?,
             "copy-threads" => self.copy_threads = v.uint32()?,
@@ -1525,7 +1529,7 @@ mod tests {
     #[test]
     fn table_has_every_gh_ost_flag_once() {
         assert_eq!(FLAGS.iter().filter(|def| !def.ghost_only).count(), 108);
-        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 14);
+        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 15);
         let mut names: Vec<&str> = FLAGS.iter().map(|def| def.name).collect();
         names.sort_unstable();
         names.dedup();

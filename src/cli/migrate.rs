@@ -524,6 +524,7 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     cfg.checksum = flags.checksum;
     cfg.defer_secondary_indexes = flags.defer_secondary_indexes;
     cfg.skip_uncopied_changes = flags.skip_uncopied_changes;
+    cfg.checksum_during_copy = flags.checksum_during_copy;
     cfg.coalesce_changes = flags.coalesce_changes;
     cfg.revert_from = flags.revert.then(|| flags.old_table.clone());
     cfg.copy_threads = flags.copy_threads as usize;

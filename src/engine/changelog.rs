@@ -83,6 +83,19 @@ impl Changelog {
         self.write(conn, 0, hint, value).await
     }
 
+    /// The statement that marks a copy transaction: a row whose value starts with `tag` and
+    /// changes on every write (an update that changes nothing is not logged).
+    pub fn copy_mark(&self, tag: &str) -> (String, Vec<Value>) {
+        (
+            format!(
+                "INSERT INTO {} (hint, value) VALUES ('copy', CONCAT(?, ' ', UUID())) \
+                 ON DUPLICATE KEY UPDATE value = VALUES(value)",
+                self.table
+            ),
+            vec![Value::from(tag)],
+        )
+    }
+
     pub async fn write_throttle(&self, conn: &mut Conn, reason: &str) -> Result<()> {
         let value: String = reason.chars().filter(char::is_ascii).take(4096).collect();
         self.write(conn, THROTTLE_ID, "throttle", &value).await

@@ -61,6 +61,9 @@ pub struct MigrationConfig {
     pub timestamp_old_table: bool,
     /// Compare both tables before the cut-over (`checksum.rs`); on by default.
     pub checksum: bool,
+    /// Compare copied chunks at consistent points during the copy, so the gate compares only
+    /// what changed since (`early_checksum.rs`); on by default.
+    pub checksum_during_copy: bool,
     /// Resize chunks toward this copy time (`chunk_size.rs`); None: the fixed chunk-size.
     pub target_chunk_time: Option<Duration>,
     /// Chunks copied at once, each on its own session (`migration/parallel_copy.rs`); 1: serial.
@@ -158,6 +161,7 @@ impl MigrationConfig {
             ok_to_drop_table: false,
             timestamp_old_table: false,
             checksum: true,
+            checksum_during_copy: true,
             target_chunk_time: None,
             revert_from: None,
             copy_threads: 1,

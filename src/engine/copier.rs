@@ -67,6 +67,9 @@ pub struct Copier {
     share_lock: &'static str,
     /// The ghost table's name for the copy key, whose duplicates are expected.
     ghost_key_name: String,
+    /// A statement each copy transaction runs first, with its parameters: it marks the
+    /// transaction in the binlog as the copy's (`Changelog::copy_mark`).
+    mark: Option<(String, Vec<Value>)>,
 }
 
 /// The unique key the copy walks.
@@ -109,6 +112,7 @@ impl Copier {
             ghost_columns: column_map.iter().map(|(_, g)| g.clone()).collect(),
             share_lock,
             ghost_key_name: String::new(),
+            mark: None,
         }
     }
 
@@ -149,6 +153,11 @@ impl Copier {
     pub fn with_ghost_key_name(mut self, name: &str) -> Self {
         self.ghost_key_name = name.to_string();
         self
+    }
+
+    /// From now on each copy transaction runs `statement` first.
+    pub fn mark_transactions(&mut self, statement: (String, Vec<Value>)) {
+        self.mark = Some(statement);
     }
 
     fn key_list(&self, desc: bool) -> String {
@@ -274,6 +283,11 @@ impl Copier {
         );
         let (rows, skipped_on_other_key) =
             in_transaction(conn, "a copy transaction", async |conn: &mut Conn| {
+                if let Some((mark, mark_params)) = &self.mark {
+                    conn.exec_drop(mark, mark_params.clone())
+                        .await
+                        .sql_context(|| "marking a copy transaction in the changelog".into())?;
+                }
                 conn.exec_drop(&insert, params)
                     .await
                     .sql_context(|| format!("copying a chunk of {}", self.source))?;

@@ -26,7 +26,7 @@ use super::names::TableNames;
 use super::position::BinlogPosition;
 use super::progress::{Phase, Progress, ThrottleState};
 use super::schema::TableSchema;
-use super::streamer::{RowChange, StreamItem};
+use super::streamer::{RowChange, StreamItem, WatchedTable};
 use super::throttle::ThrottleVerdict;
 use super::wording;
 use crate::sql::qualified;
@@ -78,6 +78,7 @@ mod apply;
 mod checkpoints;
 mod cut_over;
 pub mod deferred_indexes;
+mod early_checksum;
 mod execute;
 mod finish;
 mod index_build;
@@ -269,6 +270,8 @@ struct Run {
     status_hooks: Option<tokio::task::JoinHandle<()>>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
     streamer: Option<tokio::task::JoinHandle<()>>,
+    /// The stream's watched table, set when the checksum runs during the copy.
+    watched: Arc<std::sync::OnceLock<WatchedTable>>,
 }
 
 /// What the main loop works with once the ghost table exists.
@@ -307,6 +310,8 @@ struct Live {
     copy_window_allowed: bool,
     /// While a single copier runs: the keys it has yet to read, whose changes it will pick up.
     copy_window: Option<KeyWindow>,
+    /// The checksum during the row copy, when it runs ([`early_checksum`]).
+    early: Option<early_checksum::EarlyChecksum>,
 }
 
 impl Run {

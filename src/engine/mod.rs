@@ -6,6 +6,7 @@ pub mod applier;
 pub mod changelog;
 pub mod checkpoint;
 pub mod checksum;
+pub mod chunk_ledger;
 pub mod chunk_size;
 pub mod cleanup;
 pub mod config;

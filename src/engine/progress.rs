@@ -74,6 +74,9 @@ pub struct Progress {
     pub checksum_passes: u32,
     /// Chunks the checksum gate found different and copied again.
     pub chunks_recopied: u64,
+    /// Copied chunks the checksum found equal during the copy and nothing changed since: the
+    /// gate does not compare them again.
+    pub chunks_verified_during_copy: u64,
     /// The TLS version and cipher of the engine's sessions (`TLSv1.3 TLS_AES_256_GCM_SHA384`);
     /// None in clear text.
     pub tls: Option<String>,

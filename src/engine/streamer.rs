@@ -8,7 +8,7 @@
 //! skipping the changes already handed out, so no change is lost or repeated.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -28,6 +28,9 @@ use super::schema::{ColumnKind, TableSchema};
 use super::values::to_param;
 use super::wording;
 use crate::sql::quote_literal;
+
+mod watched;
+pub use watched::WatchedTable;
 
 /// MySQL's TRANSACTION_PAYLOAD_EVENT: a transaction compressed with zstd.
 const TRANSACTION_PAYLOAD_EVENT: u8 = 40;
@@ -65,6 +68,8 @@ pub struct StreamerConfig {
     /// Failed reconnects in a row before the streamer gives up.
     pub max_reconnect_attempts: u32,
     pub verify_checksums: bool,
+    /// Set once the ghost table exists, when the checksum runs during the copy.
+    pub watched: Arc<OnceLock<WatchedTable>>,
 }
 
 impl StreamerConfig {
@@ -81,6 +86,7 @@ impl StreamerConfig {
             heartbeat: Duration::from_secs(1),
             max_reconnect_attempts: 10,
             verify_checksums: true,
+            watched: Arc::new(OnceLock::new()),
         }
     }
 }
@@ -120,6 +126,9 @@ pub enum StreamItem {
         query: String,
         position: BinlogCoordinates,
     },
+    /// The key of a row written to the watched table ([`WatchedTable`]); None when it could not
+    /// be read.
+    WatchedKey(Option<i128>),
 }
 
 pub struct BinlogStreamer {
@@ -144,6 +153,8 @@ pub struct BinlogStreamer {
     mysql_gtids: Option<MysqlGtidSet>,
     trx_gtid: Option<String>,
     in_trx: bool,
+    /// The transaction in flight is one of the copy's ([`WatchedTable::marks_copy`]).
+    copy_statement: bool,
     seen_format_description: bool,
     checked_table_ids: HashSet<u64>,
     pending: VecDeque<StreamItem>,
@@ -211,6 +222,7 @@ impl BinlogStreamer {
             mysql_gtids,
             trx_gtid: None,
             in_trx: false,
+            copy_statement: false,
             seen_format_description: false,
             checked_table_ids: HashSet::new(),
             pending: VecDeque::new(),
@@ -451,6 +463,7 @@ impl BinlogStreamer {
                     set.add(&source, gtid.gno());
                 }
                 self.trx_gtid = Some(format!("{source}:{}", gtid.gno()));
+                self.copy_statement = false;
             }
             EventData::HeartbeatEvent => {
                 if log_pos != 0 {
@@ -489,6 +502,7 @@ impl BinlogStreamer {
                 };
                 self.maria_gtids.advance(gtid);
                 self.trx_gtid = Some(gtid.to_string());
+                self.copy_statement = false;
                 // FL_STANDALONE: a DDL with no BEGIN/XID around it.
                 self.in_trx = flags2 & 1 == 0;
             }
@@ -528,6 +542,15 @@ impl BinlogStreamer {
         };
         let key = table_key(&self.server, &tme.database_name(), &tme.table_name());
         let Some(table) = self.tables.get(&key).cloned() else {
+            // Not counted among the delivered events: a replay after a reconnect reports the
+            // keys again, which only marks the same chunks again.
+            if let Some(watched) = self.cfg.watched.get() {
+                if !self.copy_statement
+                    && table_key(&self.server, &watched.schema.schema, &watched.schema.name) == key
+                {
+                    self.pending.extend(watched.keys(rows, &tme));
+                }
+            }
             return Ok(());
         };
         if self.already_delivered() {
@@ -537,6 +560,11 @@ impl BinlogStreamer {
             check_table_map(&table, &tme)?;
         }
         let event_end = BinlogCoordinates::new(&self.file, log_pos);
+        let marker_table = self
+            .cfg
+            .watched
+            .get()
+            .filter(|w| table_key(&self.server, &w.marker_table.0, &w.marker_table.1) == key);
         for row in rows.rows(&tme) {
             let (before, after) = row.map_err(|e| {
                 EngineError::Stream(format!(
@@ -546,6 +574,9 @@ impl BinlogStreamer {
             })?;
             let before = before.map(|r| convert_image(&table, r)).transpose()?;
             let after = after.map(|r| convert_image(&table, r)).transpose()?;
+            if marker_table.is_some_and(|w| w.marks_copy(after.as_deref())) {
+                self.copy_statement = true;
+            }
             let kind = match (&before, &after) {
                 (None, Some(_)) => ChangeKind::Insert,
                 (Some(_), Some(_)) => ChangeKind::Update,
@@ -567,6 +598,7 @@ impl BinlogStreamer {
 
     fn commit(&mut self, log_pos: u64) {
         self.in_trx = false;
+        self.copy_statement = false;
         if log_pos == 0 {
             return;
         }

@@ -175,6 +175,11 @@ pub fn migration_config(
     // migration (which would otherwise find `_<table>_del` taken).
     cfg.timestamp_old_table = cut_over.old_table == OldTable::Keep;
     cfg.checksum = spec.verify.as_ref().is_none_or(|v| v.checksum);
+    cfg.checksum_during_copy = spec
+        .verify
+        .as_ref()
+        .and_then(|v| v.during_copy)
+        .unwrap_or(true);
     cfg.revert_from = spec.revert.as_ref().map(|r| r.old_table.clone());
     let threads = |pick: fn(&CopySpec) -> Option<i32>| {
         spec.copy
@@ -366,7 +371,7 @@ spec:
     query: SELECT 0
     httpURL: http://gate/throttle
   cutOver: {postpone: true, mode: two-step, lockTimeoutSeconds: 5, retries: 10, oldTable: drop}
-  verify: {checksum: false}
+  verify: {checksum: false, duringCopy: false}
   hooks:
     webhooks:
       - {url: "https://hooks/a", events: [success, rowcount-complete, before-cut-over],
@@ -416,6 +421,10 @@ spec:
             "a kept old table must not block the next migration"
         );
         assert!(cfg.checksum, "the checksum gate is on by default");
+        assert!(
+            cfg.checksum_during_copy,
+            "and runs during the copy by default"
+        );
         assert_eq!(
             cfg.target_chunk_time,
             Some(Duration::from_millis(250)),
@@ -472,6 +481,7 @@ spec:
         assert!(cfg.ok_to_drop_table);
         assert!(!cfg.timestamp_old_table);
         assert!(!cfg.checksum, "verify.checksum: false");
+        assert!(!cfg.checksum_during_copy, "verify.duringCopy: false");
         assert_eq!(cfg.target_chunk_time, Some(Duration::from_millis(500)));
         assert_eq!(cfg.copy_threads, 4);
         assert_eq!(cfg.apply_threads, 3);

@@ -20,6 +20,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use mysql_async::Value;
 
 use super::{ApplyPlan, Shape, Statement, WriteMode, missing_image};
+use crate::engine::chunk_ledger::integer_key as integer;
 use crate::engine::error::Result;
 use crate::engine::json_value;
 use crate::engine::streamer::{ChangeKind, RowChange};
@@ -71,15 +72,6 @@ impl KeyWindow {
             [v] => integer(v).is_some_and(|k| k > self.after && k <= self.through),
             _ => false,
         }
-    }
-}
-
-fn integer(value: &Value) -> Option<i128> {
-    match value {
-        Value::Int(i) => Some(i128::from(*i)),
-        Value::UInt(u) => Some(i128::from(*u)),
-        Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
     }
 }
 

@@ -79,6 +79,9 @@ impl Run {
                 }
             }
             StreamItem::Row(change) => {
+                if let Some(early) = live.early.as_mut() {
+                    early.row_changed(&change);
+                }
                 live.pending.push(change);
                 live.open_transaction = true;
                 // Only a transaction larger than this is ever split across batches: memory stays
@@ -100,6 +103,11 @@ impl Run {
                     if live.pending.len() >= batch {
                         self.flush(live).await?;
                     }
+                }
+            }
+            StreamItem::WatchedKey(key) => {
+                if let Some(early) = live.early.as_mut() {
+                    early.ghost_written(key);
                 }
             }
             StreamItem::Heartbeat(_) | StreamItem::Statement { .. } => {}

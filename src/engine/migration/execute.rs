@@ -20,7 +20,7 @@ use crate::engine::schema::{ColumnKind, TableSchema};
 use crate::engine::wording;
 use crate::sql::qualified;
 
-use super::{Live, Outcome, Run, Wait, shared_columns};
+use super::{Live, Outcome, Run, Wait, early_checksum, shared_columns};
 
 impl Run {
     pub(super) async fn execute(&mut self) -> Result<Outcome> {
@@ -218,7 +218,14 @@ impl Run {
             last_commit: None,
             copy_window_allowed,
             copy_window: None,
+            early: None,
         };
+        let copy_tag = early_checksum::copy_tag(&self.names.ghost);
+        live.early = self.start_early_checksum(&key.columns, &column_map, &ghost, &copy_tag);
+        if live.early.is_some() {
+            live.copier
+                .mark_transactions(self.changelog().copy_mark(&copy_tag));
+        }
         if !resuming {
             self.wait_for_state(
                 &mut live,

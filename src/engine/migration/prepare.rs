@@ -327,6 +327,7 @@ impl Run {
             status_hooks: None,
             heartbeat: None,
             streamer: None,
+            watched: Default::default(),
         })))
     }
 }

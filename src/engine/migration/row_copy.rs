@@ -193,12 +193,24 @@ impl Run {
                     through: Some(upper.clone()),
                 });
             }
+            if live
+                .early
+                .as_mut()
+                .is_some_and(|early| !early.copied(&upper))
+            {
+                warn!(
+                    ?upper,
+                    "a chunk's key cannot be placed; the checksum compares the whole table at the end"
+                );
+                live.early = None;
+            }
             lower = upper;
             first = false;
             sizer.observe(chunk.elapsed);
             self.maybe_checkpoint(live, Some(&lower), false, false)
                 .await;
             self.chunk_copied(&mut rate, &sizer, &chunk);
+            self.early_checksum_step(live).await?;
             if controls.nice_ratio > 0.0 {
                 tokio::time::sleep(chunk.elapsed.mul_f64(controls.nice_ratio)).await;
             }

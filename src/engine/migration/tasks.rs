@@ -22,6 +22,7 @@ impl Run {
             self.cfg.replica_server_id,
             vec![self.original.clone(), changelog],
         );
+        cfg.watched = self.watched.clone();
         cfg.start = match &self.resume_from {
             Some(c)
                 if self.cfg.use_gtid

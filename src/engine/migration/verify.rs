@@ -20,6 +20,9 @@ use crate::sql::qualified;
 /// round trips vanish, short enough that binlog changes are applied often.
 const CHUNK_TIME: Duration = Duration::from_millis(200);
 
+/// Changed keys compared in one query at the gate.
+const KEYS_PER_QUERY: usize = 1000;
+
 /// Rounds of compare → copy again → compare before the migration fails.
 const MAX_ROUNDS: u32 = 3;
 /// Attempts at the brief read lock that takes a consistent point.
@@ -67,6 +70,11 @@ impl Run {
             p.phase = Phase::Verifying;
             p.message = "comparing both tables before the cut-over".into();
         });
+        if only.is_none() {
+            self.settle_early_checksum(live).await?;
+        } else {
+            live.early = None;
+        }
         if !plan.not_compared.is_empty() {
             info!(
                 columns = %plan.not_compared.join(", "),
@@ -198,6 +206,40 @@ impl Run {
             }
             return Ok(differing);
         }
+        // What the checksum during the copy left (it stops here: a retried pass compares all).
+        let (mut spans, keyed) = match live.early.take() {
+            Some(early) => {
+                let (left, verified, ghost_rows_read) = early.left_to_compare();
+                info!(
+                    verified_chunks = verified,
+                    ranges = left.ranges.len(),
+                    changed_keys = left.keys.iter().map(|(_, keys)| keys.len()).sum::<usize>(),
+                    ghost_rows_read,
+                    "checksum: comparing what the checksum during the copy did not find equal, \
+                     and the rows changed since"
+                );
+                (left.ranges, left.keys)
+            }
+            None => (vec![KeyRange::ALL], Vec::new()),
+        };
+        // Rows changed in chunks found equal, a batch of keys at a time; a batch that differs
+        // has its chunks compared whole below (and narrowed to copy-sized chunks there).
+        let mut batch: (Vec<KeyRange>, Vec<mysql_async::Value>) = Default::default();
+        let mut keyed = keyed.into_iter().peekable();
+        while let Some((range, keys)) = keyed.next() {
+            batch.0.push(range);
+            batch.1.extend(keys);
+            if batch.1.len() < KEYS_PER_QUERY && keyed.peek().is_some() {
+                continue;
+            }
+            self.between_chunks(live).await?;
+            let (source, ghost_digest) = plan.compare_keys(snapshot, ghost, &batch.1).await?;
+            if source != ghost_digest {
+                spans.append(&mut batch.0);
+            }
+            check(self, source.rows);
+            batch = Default::default();
+        }
         // The whole table, read inside the snapshot; the ends are open.
         let Some((min, max)) = live.copier.key_range(snapshot).await? else {
             let (source, ghost) = plan.compare(snapshot, ghost, &KeyRange::ALL).await?;
@@ -207,14 +249,19 @@ impl Run {
             return Ok(differing);
         };
         let copy_chunk = self.controls.borrow().chunk_size;
-        let walk = Walk {
-            span: KeyRange::ALL,
-            min: &min,
-            max: &max,
-        };
         let mut sizing = Sizing::Adaptive(ChunkSizer::new(Some(CHUNK_TIME), copy_chunk));
-        self.walk(live, plan, snapshot, ghost, &walk, &mut sizing, &mut check)
-            .await
+        for span in spans {
+            let walk = Walk {
+                span,
+                min: &min,
+                max: &max,
+            };
+            let found = self
+                .walk(live, plan, snapshot, ghost, &walk, &mut sizing, &mut check)
+                .await?;
+            differing.extend(found);
+        }
+        Ok(differing)
     }
 
     /// Compares `walk.span` chunk by chunk. Chunks follow `sizing`: the whole-table walk grows
@@ -316,46 +363,24 @@ impl Run {
         }
     }
 
-    /// A point where the ghost table holds every change made to the original: the original is
-    /// read-locked, a changelog marker written after the lock is waited for through the binlog
-    /// (so every earlier change is applied), and a consistent snapshot is opened before the
-    /// lock is released. Writes to the original wait for about as long as a cut-over's lock.
+    /// A point where the ghost table holds every change made to the original, retried within
+    /// `LOCK_ATTEMPTS`; see [`Run::locked_point`].
     async fn consistent_point(&mut self, live: &mut Live, round: u32) -> Result<Snapshots> {
         let timeout = self.cfg.cut_over_lock_timeout;
-        let original = qualified(&self.cfg.database, &self.cfg.table);
         let mut last_error = String::new();
         for attempt in 1..=LOCK_ATTEMPTS {
             self.check_abort()?;
             // The lock is held until the marker comes back through the (maybe replica's) binlog:
             // take it only when that is quick, as the cut-over does.
             self.wait_for_low_lag(live, timeout).await?;
-            let mut lock = self.applier_cfg.connect().await?;
-            lock.query_drop(format!(
-                "SET SESSION lock_wait_timeout = {}",
-                timeout.as_secs().max(1)
-            ))
-            .await
-            .sql_context(|| "setting the lock timeout".into())?;
-            let locked = lock
-                .query_drop(format!("LOCK TABLES {original} READ"))
-                .await
-                .sql_context(|| format!("LOCK TABLES {original} READ for the checksum"));
-            let locked_at = std::time::Instant::now();
-            let result = match locked {
-                Ok(()) => self.snapshot_under_lock(live, round, attempt).await,
-                Err(e) => Err(e),
-            };
-            let _ = lock.query_drop("UNLOCK TABLES").await;
-            if result.is_ok() {
-                info!(
-                    round,
-                    lock_millis = locked_at.elapsed().as_millis() as u64,
-                    "checksum: consistent point taken; writes to the table waited this long"
-                );
-            }
-            let _ = lock.disconnect().await;
-            match result {
-                Ok(snapshot) => return Ok(snapshot),
+            let marker = format!("checksum point {round}.{attempt}");
+            match self.locked_point(live, &marker, 2, timeout).await {
+                Ok(mut snapshots) => {
+                    if let (Some(ghost), Some(source)) = (snapshots.pop(), snapshots.pop()) {
+                        return Ok(Snapshots { source, ghost });
+                    }
+                    last_error = "no snapshot was opened".into();
+                }
                 Err(e @ EngineError::Cancelled(_)) => return Err(e),
                 Err(e) => {
                     warn!(error = %e, attempt, "checksum: no consistent point yet; retrying");
@@ -370,6 +395,47 @@ impl Run {
             attempts: LOCK_ATTEMPTS,
             last: last_error,
         })
+    }
+
+    /// One attempt at a point where the ghost table holds every change made to the original:
+    /// the original is read-locked (waiting at most `lock_wait`), the changelog state `marker`
+    /// written after the lock is waited for through the binlog (so every earlier change is
+    /// applied), and `count` consistent snapshots are opened before the lock is released.
+    /// Writes to the original wait for about as long as a cut-over's lock.
+    pub(super) async fn locked_point(
+        &mut self,
+        live: &mut Live,
+        marker: &str,
+        count: usize,
+        lock_wait: Duration,
+    ) -> Result<Vec<Conn>> {
+        let original = qualified(&self.cfg.database, &self.cfg.table);
+        let mut lock = self.applier_cfg.connect().await?;
+        let result = async {
+            lock.query_drop(format!(
+                "SET SESSION lock_wait_timeout = {}",
+                lock_wait.as_secs().max(1)
+            ))
+            .await
+            .sql_context(|| "setting the lock timeout".into())?;
+            lock.query_drop(format!("LOCK TABLES {original} READ"))
+                .await
+                .sql_context(|| format!("LOCK TABLES {original} READ for the checksum"))?;
+            let locked_at = Instant::now();
+            let snapshots = self.snapshots_under_lock(live, marker, count).await;
+            let _ = lock.query_drop("UNLOCK TABLES").await;
+            if snapshots.is_ok() {
+                info!(
+                    marker,
+                    lock_millis = locked_at.elapsed().as_millis() as u64,
+                    "checksum: consistent point taken; writes to the table waited this long"
+                );
+            }
+            snapshots
+        }
+        .await;
+        let _ = lock.disconnect().await;
+        result
     }
 
     /// Applies changes until the last heartbeat seen is younger than `limit`.
@@ -390,24 +456,24 @@ impl Run {
         }
     }
 
-    async fn snapshot_under_lock(
+    async fn snapshots_under_lock(
         &mut self,
         live: &mut Live,
-        round: u32,
-        attempt: u32,
-    ) -> Result<Snapshots> {
-        let marker = format!("checksum point {round}.{attempt}");
+        marker: &str,
+        count: usize,
+    ) -> Result<Vec<Conn>> {
         self.changelog()
-            .write_state(&mut self.ddl_conn, &marker)
+            .write_state(&mut self.ddl_conn, marker)
             .await?;
-        self.wait_for_state(live, &marker, Wait::Total(self.cfg.cut_over_lock_timeout))
+        self.wait_for_state(live, marker, Wait::Total(self.cfg.cut_over_lock_timeout))
             .await?;
-        // Nothing changes either table until the lock is released and changes are applied
-        // again, so both snapshots see the same point.
-        Ok(Snapshots {
-            source: self.open_snapshot().await?,
-            ghost: self.open_snapshot().await?,
-        })
+        // Nothing changes the original until the lock is released, and its changes are applied
+        // only after this returns, so every snapshot sees the same point.
+        let mut snapshots = Vec::with_capacity(count);
+        for _ in 0..count {
+            snapshots.push(self.open_snapshot().await?);
+        }
+        Ok(snapshots)
     }
 
     async fn open_snapshot(&self) -> Result<Conn> {
