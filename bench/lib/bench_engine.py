@@ -21,6 +21,7 @@ from bench_db import DATABASE, TABLE, BenchError
 SPEED_OPTIONS_OFF = {
     "checksum": "false",
     "checksum-during-copy": "false",
+    "copy-without-locks": "false",
     "defer-secondary-indexes": "false",
     "skip-uncopied-changes": "false",
     "coalesce-changes": "false",

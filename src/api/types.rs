@@ -313,6 +313,11 @@ pub struct CopySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defer_secondary_indexes: Option<bool>,
 
+    /// Read the original without row locks during the copy (ghost's --copy-without-locks; one
+    /// copier, a single integer key). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub without_locks: Option<bool>,
+
     /// Leave binary log changes to rows the copy has not reached yet to the copy (a single
     /// integer key only; ghost's --skip-uncopied-changes). Default false: experimental.
     #[serde(default, skip_serializing_if = "Option::is_none")]

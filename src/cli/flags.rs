@@ -240,6 +240,7 @@ pub static FLAGS: &[FlagDef] = &[
     ghost("webhook-secret", STR, "", "secret that signs webhook payloads"),
     ghost("checksum", BOOL, "true", "compare both tables chunk by chunk before the cut-over; chunks that differ are copied again"),
     ghost("checksum-during-copy", BOOL, "true", "with --checksum: compare the chunks copied so far at brief consistent points during the copy, so the gate before the cut-over compares only what changed since (single integer key, one copier)"),
+    ghost("copy-without-locks", BOOL, "false", "the row copy reads the original as a consistent read (READ COMMITTED) instead of under shared row locks; deletes that race it are applied again (one copier, a single integer key, every new unique key enforced by the original)"),
     ghost("defer-secondary-indexes", BOOL, "true", "copy into the ghost table without its plain secondary indexes and build them online after the row copy"),
     ghost("skip-uncopied-changes", BOOL, "false", "leave binlog changes to rows the copy has not reached yet to the copy (single integer key, one copier; experimental)"),
     ghost("coalesce-changes", BOOL, "true", "write each batch of binlog changes as each row's last image, in multi-row statements (when every new unique key is enforced by the original)"),
@@ -392,6 +393,7 @@ pub struct MigrateFlags {
     pub defer_secondary_indexes: bool,
     pub skip_uncopied_changes: bool,
     pub checksum_during_copy: bool,
+    pub copy_without_locks: bool,
     pub coalesce_changes: bool,
     pub target_chunk_time_millis: u32,
     pub copy_threads: u32,
@@ -523,6 +525,7 @@ impl Default for MigrateFlags {
             defer_secondary_indexes: true,
             skip_uncopied_changes: false,
             checksum_during_copy: true,
+            copy_without_locks: false,
             coalesce_changes: true,
             target_chunk_time_millis: 250,
             copy_threads: 1,
@@ -927,6 +930,7 @@ impl MigrateFlags {
             "defer-secondary-indexes" => self.defer_secondary_indexes = v.boolean()?,
             "skip-uncopied-changes" => self.skip_uncopied_changes = v.boolean()?,
             "checksum-during-copy" => self.checksum_during_copy = v.boolean()?,
+            "copy-without-locks" => self.copy_without_locks = v.boolean()?,
             "coalesce-changes" => self.coalesce_changes = v.boolean()?,
             "target-chunk-time-millis" => self.target_chunk_time_millis = v.uint32()?,
             "copy-threads" => self.copy_threads = v.uint32()?,
@@ -1529,7 +1533,7 @@ mod tests {
     #[test]
     fn table_has_every_gh_ost_flag_once() {
         assert_eq!(FLAGS.iter().filter(|def| !def.ghost_only).count(), 108);
-        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 15);
+        assert_eq!(FLAGS.iter().filter(|def| def.ghost_only).count(), 16);
         let mut names: Vec<&str> = FLAGS.iter().map(|def| def.name).collect();
         names.sort_unstable();
         names.dedup();

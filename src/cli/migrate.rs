@@ -525,6 +525,7 @@ fn build(flags: &MigrateFlags) -> Result<(MigrationConfig, Controls), String> {
     cfg.defer_secondary_indexes = flags.defer_secondary_indexes;
     cfg.skip_uncopied_changes = flags.skip_uncopied_changes;
     cfg.checksum_during_copy = flags.checksum_during_copy;
+    cfg.copy_without_locks = flags.copy_without_locks;
     cfg.coalesce_changes = flags.coalesce_changes;
     cfg.revert_from = flags.revert.then(|| flags.old_table.clone());
     cfg.copy_threads = flags.copy_threads as usize;

@@ -64,6 +64,8 @@ pub struct MigrationConfig {
     /// Compare copied chunks at consistent points during the copy, so the gate compares only
     /// what changed since (`early_checksum.rs`); on by default.
     pub checksum_during_copy: bool,
+    /// The row copy reads the original without row locks (`gone_keys.rs`); off by default.
+    pub copy_without_locks: bool,
     /// Resize chunks toward this copy time (`chunk_size.rs`); None: the fixed chunk-size.
     pub target_chunk_time: Option<Duration>,
     /// Chunks copied at once, each on its own session (`migration/parallel_copy.rs`); 1: serial.
@@ -162,6 +164,7 @@ impl MigrationConfig {
             timestamp_old_table: false,
             checksum: true,
             checksum_during_copy: true,
+            copy_without_locks: false,
             target_chunk_time: None,
             revert_from: None,
             copy_threads: 1,

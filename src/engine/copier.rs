@@ -70,6 +70,9 @@ pub struct Copier {
     /// A statement each copy transaction runs first, with its parameters: it marks the
     /// transaction in the binlog as the copy's (`Changelog::copy_mark`).
     mark: Option<(String, Vec<Value>)>,
+    /// Reads take no row locks: READ COMMITTED, a consistent read of the original
+    /// (`--copy-without-locks`; `row_copy.rs` says when that is safe).
+    lock_free: bool,
 }
 
 /// The unique key the copy walks.
@@ -113,6 +116,7 @@ impl Copier {
             share_lock,
             ghost_key_name: String::new(),
             mark: None,
+            lock_free: false,
         }
     }
 
@@ -153,6 +157,16 @@ impl Copier {
     pub fn with_ghost_key_name(mut self, name: &str) -> Self {
         self.ghost_key_name = name.to_string();
         self
+    }
+
+    /// From now on the copy reads without row locks.
+    pub fn read_without_locks(&mut self) {
+        self.lock_free = true;
+    }
+
+    /// From now on the copy reads under shared row locks again.
+    pub fn read_with_locks(&mut self) {
+        self.lock_free = false;
     }
 
     /// From now on each copy transaction runs `statement` first.
@@ -257,8 +271,10 @@ impl Copier {
     }
 
     /// Copies the rows with key in (`lower`, `upper`] ([`lower`, `upper`] when `first`) in one
-    /// transaction. With `check_warnings`, any warning other than a duplicate on the migration key
-    /// fails the chunk (gh-ost's `--panic-on-warnings`).
+    /// transaction, then deletes the ghost rows of `gone` (keys whose last change seen was a
+    /// delete: a read without locks may still see them). With `check_warnings`, any warning
+    /// other than a duplicate on the migration key fails the chunk (gh-ost's
+    /// `--panic-on-warnings`).
     pub async fn copy_chunk(
         &self,
         conn: &mut Conn,
@@ -266,6 +282,7 @@ impl Copier {
         first: bool,
         upper: &KeyTuple,
         check_warnings: Option<&str>,
+        gone: &[Value],
     ) -> Result<ChunkResult> {
         let started = Instant::now();
         let (lower_cond, lower_order) = tuple_comparison(&self.key_columns, true, first);
@@ -279,8 +296,37 @@ impl Copier {
             quoted_list(&self.source_columns),
             self.source,
             quote_ident(&self.key_name),
-            self.share_lock
+            if self.lock_free { "" } else { self.share_lock }
         );
+        if self.lock_free {
+            // For the next transaction only: a consistent read of the original, no row locks.
+            conn.query_drop("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+                .await
+                .sql_context(|| "choosing the copy's isolation level".into())?;
+        }
+        let delete_gone = match (gone, self.key_columns.as_slice()) {
+            ([], _) => None,
+            (gone, [key]) => {
+                let Some(index) = self.source_columns.iter().position(|c| c == key) else {
+                    return Err(EngineError::Refused(format!(
+                        "the key column {key} of {} is not copied",
+                        self.source
+                    )));
+                };
+                Some(format!(
+                    "DELETE FROM {} WHERE {} IN ({})",
+                    self.ghost,
+                    quote_ident(&self.ghost_columns[index]),
+                    vec!["?"; gone.len()].join(", ")
+                ))
+            }
+            _ => {
+                return Err(EngineError::Refused(format!(
+                    "rows gone from {} are known by a single-column key only",
+                    self.source
+                )));
+            }
+        };
         let (rows, skipped_on_other_key) =
             in_transaction(conn, "a copy transaction", async |conn: &mut Conn| {
                 if let Some((mark, mark_params)) = &self.mark {
@@ -298,6 +344,11 @@ impl Copier {
                 }
                 let skipped = warnings > 0
                     && skipped_on_other_key(conn, &self.ghost_key_name, warnings).await?;
+                if let Some(delete) = &delete_gone {
+                    conn.exec_drop(delete, gone.to_vec())
+                        .await
+                        .sql_context(|| format!("deleting rows gone from {}", self.source))?;
+                }
                 Ok((rows, skipped))
             })
             .await?;

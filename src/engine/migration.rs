@@ -310,6 +310,9 @@ struct Live {
     copy_window_allowed: bool,
     /// While a single copier runs: the keys it has yet to read, whose changes it will pick up.
     copy_window: Option<KeyWindow>,
+    /// With `--copy-without-locks`, while the copy reads without locks: the keys it must delete
+    /// again after each chunk.
+    gone: Option<super::gone_keys::GoneKeys>,
     /// The checksum during the row copy, when it runs ([`early_checksum`]).
     early: Option<early_checksum::EarlyChecksum>,
 }

@@ -18,6 +18,7 @@ pub mod cutover;
 pub mod ddl;
 pub mod dialect;
 pub mod error;
+pub mod gone_keys;
 pub mod hooks;
 pub mod inspector;
 pub mod json_value;

@@ -196,6 +196,7 @@ pub fn migration_config(
     };
     cfg.defer_secondary_indexes = copy_option(|c| c.defer_secondary_indexes, true);
     cfg.skip_uncopied_changes = copy_option(|c| c.skip_uncopied_changes, false);
+    cfg.copy_without_locks = copy_option(|c| c.without_locks, false);
     cfg.coalesce_changes = copy_option(|c| c.coalesce_changes, true);
     cfg.target_chunk_time = spec
         .copy

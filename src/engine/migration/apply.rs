@@ -82,6 +82,17 @@ impl Run {
                 if let Some(early) = live.early.as_mut() {
                     early.row_changed(&change);
                 }
+                if live
+                    .gone
+                    .as_mut()
+                    .is_some_and(|gone| !gone.observe(&change))
+                {
+                    warn!(
+                        "a change's key cannot be followed; the copy reads under row locks again"
+                    );
+                    live.gone = None;
+                    live.copier.read_with_locks();
+                }
                 live.pending.push(change);
                 live.open_transaction = true;
                 // Only a transaction larger than this is ever split across batches: memory stays

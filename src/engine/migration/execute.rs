@@ -218,8 +218,10 @@ impl Run {
             last_commit: None,
             copy_window_allowed,
             copy_window: None,
+            gone: None,
             early: None,
         };
+        self.start_copy_without_locks(&mut live, &key.columns, write_mode);
         let copy_tag = early_checksum::copy_tag(&self.names.ghost);
         live.early = self.start_early_checksum(&key.columns, &column_map, &ghost, &copy_tag);
         if live.early.is_some() {

@@ -166,7 +166,7 @@ impl Run {
         let (lower, first, upper) = (chunk.lower.clone(), chunk.first, chunk.upper.clone());
         running.spawn(async move {
             let result = copier
-                .copy_chunk(&mut conn, &lower, first, &upper, check.as_deref())
+                .copy_chunk(&mut conn, &lower, first, &upper, check.as_deref(), &[])
                 .await;
             if let Ok(done) = &result {
                 if nice_ratio > 0.0 {

@@ -4,15 +4,18 @@
 use std::time::{Duration, Instant};
 
 use mysql_async::Value;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::{Live, Run};
-use crate::engine::applier::KeyWindow;
+use crate::engine::applier::{KeyWindow, WriteMode};
 use crate::engine::checksum::KeyRange;
+use crate::engine::chunk_ledger::integer_key;
 use crate::engine::chunk_size::ChunkSizer;
 use crate::engine::copier::{ChunkResult, KeyTuple};
 use crate::engine::error::{EngineError, Result, is_lock_wait};
+use crate::engine::gone_keys::GoneKeys;
 use crate::engine::hooks::{HookPoint, env_last_batch_copy_error};
+use crate::engine::schema::ColumnKind;
 
 /// A copy session's `innodb_lock_wait_timeout`, in seconds (or the server's, when lower). A copy
 /// that waits for a row lock longer than this gives up and tries again with a smaller chunk: a
@@ -113,6 +116,7 @@ impl Run {
         let result = self.copy_rows_serially(live, lower, first, max).await;
         // Past the copy (or on its failure) every change is applied again.
         live.copy_window = None;
+        live.gone = None;
         result
     }
 
@@ -165,9 +169,17 @@ impl Run {
             };
             let check = self.cfg.panic_on_warnings.then_some(live.ghost_key.clone());
             let chunk_lower = (!first).then(|| lower.clone());
+            let gone = gone_in_chunk(live, &lower, first, &upper);
             let chunk = match live
                 .copier
-                .copy_chunk(&mut live.copy_conn, &lower, first, &upper, check.as_deref())
+                .copy_chunk(
+                    &mut live.copy_conn,
+                    &lower,
+                    first,
+                    &upper,
+                    check.as_deref(),
+                    &gone,
+                )
                 .await
             {
                 Ok(chunk) => chunk,
@@ -187,6 +199,9 @@ impl Run {
                 }
             };
             attempts = ChunkAttempts::default();
+            if let (Some(gone), Some(through)) = (live.gone.as_mut(), single_integer(&upper)) {
+                gone.passed(through);
+            }
             if chunk.skipped_on_other_key {
                 live.skipped_ranges.push(KeyRange {
                     after: chunk_lower,
@@ -214,6 +229,52 @@ impl Run {
             if controls.nice_ratio > 0.0 {
                 tokio::time::sleep(chunk.elapsed.mul_f64(controls.nice_ratio)).await;
             }
+        }
+    }
+
+    /// With `--copy-without-locks`, where it is safe: the copy then reads the original without
+    /// row locks, and deletes again after each chunk the keys that are gone (`GoneKeys`). Safe
+    /// where every insert and update is applied as a whole row that the copy's `INSERT IGNORE`
+    /// never overwrites (`WriteMode::Replace`), one copier walks a single integer key, and no
+    /// change is left to the copy (`--skip-uncopied-changes` would leave an update it cannot
+    /// see).
+    pub(super) fn start_copy_without_locks(
+        &self,
+        live: &mut Live,
+        key_columns: &[String],
+        write_mode: WriteMode,
+    ) {
+        if !self.cfg.copy_without_locks {
+            return;
+        }
+        let key_column = match key_columns {
+            [column] => self
+                .original
+                .column_index(column)
+                .filter(|&i| matches!(self.original.columns[i].kind, ColumnKind::Integer { .. })),
+            _ => None,
+        };
+        let refused = if write_mode != WriteMode::Replace {
+            Some("the new table has a unique key the original does not enforce")
+        } else if self.cfg.copy_threads > 1 {
+            Some("--copy-threads is above 1")
+        } else if self.cfg.skip_uncopied_changes {
+            Some("--skip-uncopied-changes leaves changes to the copy")
+        } else if key_column.is_none() {
+            Some("the shared key is not a single integer column")
+        } else {
+            None
+        };
+        match (refused, key_column) {
+            (None, Some(key_column)) => {
+                info!("the row copy reads the original without row locks");
+                live.copier.read_without_locks();
+                live.gone = Some(GoneKeys::new(key_column));
+            }
+            (reason, _) => warn!(
+                reason = reason.unwrap_or_default(),
+                "--copy-without-locks: the row copy reads under shared row locks instead"
+            ),
         }
     }
 
@@ -286,6 +347,35 @@ impl Run {
             .fire(HookPoint::BatchCopyRetry, &snapshot, &extra)
             .await;
         self.retry_or_fail("row copy", attempt, error).await
+    }
+}
+
+/// The gone keys the chunk after `lower` (from it, when `first`) through `upper` deletes again;
+/// a bound that is not a single integer puts the copy back under row locks.
+fn gone_in_chunk(live: &mut Live, lower: &KeyTuple, first: bool, upper: &KeyTuple) -> Vec<Value> {
+    let Some(gone) = &live.gone else {
+        return Vec::new();
+    };
+    let after = if first {
+        Some(None)
+    } else {
+        single_integer(lower).map(Some)
+    };
+    match (after, single_integer(upper)) {
+        (Some(after), Some(through)) => gone.in_chunk(after, through),
+        _ => {
+            warn!("a chunk's bounds are not integers; the copy reads under row locks again");
+            live.gone = None;
+            live.copier.read_with_locks();
+            Vec::new()
+        }
+    }
+}
+
+fn single_integer(key: &KeyTuple) -> Option<i128> {
+    match key.as_slice() {
+        [value] => integer_key(value),
+        _ => None,
     }
 }
 
