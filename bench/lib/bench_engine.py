@@ -3,6 +3,7 @@ sampled) every 200 ms, reaps it with os.wait4 for its CPU time, and turns the sa
 per-run figures.
 """
 
+import datetime
 import json
 import os
 import re
@@ -38,6 +39,7 @@ POLL_SECONDS = 0.2
 # Phases whose heartbeat lag counts: the engine is applying the binlog while the table is live.
 LAG_PHASES = ("Copying", "Indexing", "Verifying", "Postponed")
 DONE_RE = re.compile(r"writes were blocked (\d+) ms at cut-over")
+SWAPPED_RE = re.compile(r"^(\S+)Z .*tables swapped blocked_ms=(\d+)")
 
 
 def supported_options(ghost_bin):
@@ -109,6 +111,8 @@ class GhostRun:
         self.on_sample = []  # callables(sample), run on the poller thread
         self.proc = None
         self.t0 = None
+        # The wall clock at t0: the engine's log lines carry wall-clock timestamps.
+        self.wall0 = None
         self.t_exit = None
         self.rc = None
         self.rusage = None
@@ -124,6 +128,7 @@ class GhostRun:
 
     def start(self):
         self.t0 = time.monotonic()
+        self.wall0 = time.time()
         with open(self.log_path, "wb") as log:
             # A session of its own: Ctrl-C reaches only the benchmark, whose cleanup stops the
             # engine with SIGTERM (ghost then drops its tables).
@@ -251,6 +256,24 @@ class GhostRun:
         if spans:
             spans[-1][2] = self.t_exit if self.t_exit is not None else self.samples[-1]["t"]
         return [tuple(s) for s in spans]
+
+    def swap_started_at(self):
+        """When the cut-over's lock began, in seconds since the spawn, from the engine's own log
+        line `tables swapped blocked_ms=N` (its timestamp less N): a cut-over shorter than a
+        poll has no CuttingOver sample. None when the log has no such line."""
+        if self.wall0 is None:
+            return None
+        for line in self.log_tail(200):
+            m = SWAPPED_RE.search(line)
+            if not m:
+                continue
+            try:
+                at = datetime.datetime.strptime(m.group(1)[:26], "%Y-%m-%dT%H:%M:%S.%f")
+            except ValueError:
+                return None
+            at = at.replace(tzinfo=datetime.timezone.utc).timestamp()
+            return at - self.wall0 - int(m.group(2)) / 1000
+        return None
 
     def first_seen(self, phase):
         return next((s["t"] for s in self.samples if s["phase"] == phase), None)

@@ -14,6 +14,9 @@ from bench_load import IdAllocator, InsertLoop, MixedWriter
 PAST_COPY = ("Verifying", "Postponed", "CuttingOver", "Succeeded")
 # Without a CuttingOver sample (a cut-over shorter than a poll), the stall window is the end.
 STALL_WINDOW_FALLBACK_S = 5.0
+# How long before the swap's lock (from the engine's log) the stall window opens: the insert in
+# flight when the lock is taken started before it.
+SWAP_WINDOW_LEAD_S = 0.2
 MIXED_CONNECTIONS = 2
 
 
@@ -136,6 +139,10 @@ class Load:
         if self.loop.started_at is None:
             return {"stall_at_cut_over_ms": None, "longest_insert_gap_ms": None}
         since = run.first_seen("CuttingOver")
+        swap = run.swap_started_at()
+        if since is None and swap is not None:
+            # A cut-over between two polls: the window opens just before its lock.
+            since = max(0.0, swap - SWAP_WINDOW_LEAD_S)
         if since is None:
             since = max(0.0, run.t_exit - STALL_WINDOW_FALLBACK_S)
         stall = self.loop.longest_gap(since=since, until=run.t_exit + 1.0)
